@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine (see README):
+#   make demo   - create .venv, install keyfer, run the main job on the bundled example
+#   make test   - create .venv, install keyfer with its test extra, fetch the mediapipe wheel, run the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT := out
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch 2.13.0 first: a CPU build from local disk; a newer one would pull a CUDA stack.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[test,dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/keyfer landmarks examples/astronaut.png --json $(OUT)/astronaut.json --annotate $(OUT)/annotated
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m keyfer.faces.convert --fetch-only
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT) .cache

@@ -1,0 +1,1 @@
+"""Reading input images and finding them on disk."""

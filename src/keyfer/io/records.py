@@ -1,0 +1,104 @@
+"""JSON records of keyfer's outputs (schema version 1) and the writers that stream them.
+
+An image record is ``{"path", "width", "height", "faces": [...], "error"}``; each face is
+``{"box", "score", "presence", "keypoints6", "landmarks68", "mesh"}``. Coordinates are original
+image pixels after EXIF rotation, a pixel's centre at integer + 0.5; mesh z is in x's pixel scale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import torch
+
+from keyfer.faces.pipeline import Faces
+
+SCHEMA_VERSION = 1
+_COORD_DECIMALS = 2
+_SCORE_DECIMALS = 4
+
+
+def _rounded(values: torch.Tensor, decimals: int) -> Any:
+    return torch.round(values.double(), decimals=decimals).tolist()
+
+
+def face_records(faces: Faces) -> list[dict[str, Any]]:
+    """One JSON-ready dict per face, in the order of ``faces``."""
+    columns = {
+        "box": _rounded(faces.boxes, _COORD_DECIMALS),
+        "score": _rounded(faces.scores, _SCORE_DECIMALS),
+        "presence": _rounded(faces.presence, _SCORE_DECIMALS),
+        "keypoints6": _rounded(faces.keypoints6, _COORD_DECIMALS),
+        "landmarks68": _rounded(faces.landmarks68, _COORD_DECIMALS),
+        "mesh": _rounded(faces.mesh, _COORD_DECIMALS),
+    }
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+
+
+def image_record(
+    path: str | Path,
+    width: int | None = None,
+    height: int | None = None,
+    faces: list[dict[str, Any]] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The record of one input image; an unreadable image has ``error`` set and no faces."""
+    return {
+        "path": str(path),
+        "width": width,
+        "height": height,
+        "faces": faces or [],
+        "error": error,
+    }
+
+
+class RecordWriter:
+    """Writes records to ``--json`` (one document, written at close) and/or ``--jsonl``
+    (one line per record, flushed as it comes); ``echo`` prints a one-line summary per readable
+    image to stdout (errors are logged). Use as a context manager."""
+
+    def __init__(
+        self,
+        json_path: Path | None,
+        jsonl_path: Path | None,
+        header: dict[str, Any],
+        echo: bool = False,
+    ) -> None:
+        self.json_path = json_path
+        self.echo = echo
+        self.header = {"schema_version": SCHEMA_VERSION, **header}
+        self.records: list[dict[str, Any]] = []
+        self._jsonl: IO[str] | None = None
+        if jsonl_path is not None:
+            jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+            self._jsonl = jsonl_path.open("w", encoding="utf-8")
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.echo and record["error"] is None:
+            print(f"{record['path']}: {len(record['faces'])} faces", flush=True)
+        if self.json_path is not None:
+            self.records.append(record)
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self.json_path is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            document = {**self.header, "records": self.records}
+            self.json_path.write_text(json.dumps(document) + "\n", encoding="utf-8")

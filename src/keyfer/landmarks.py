@@ -1,0 +1,76 @@
+"""The ``keyfer landmarks`` job: images in, face records out, one bad file never stopping it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from keyfer.errors import KeyferError
+from keyfer.faces.pipeline import FacePipeline
+from keyfer.io.annotate import draw_faces, save_rgb
+from keyfer.io.images import find_images, read_image
+from keyfer.io.records import RecordWriter, face_records, image_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run; ``errors`` are inputs that could not be read or processed."""
+
+    images: int = 0
+    faces: int = 0
+    errors: int = 0
+    skipped: int = 0
+    empty_folders: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = [f"{self.images} images", f"{self.faces} faces", f"{self.errors} errors"]
+        if self.skipped:
+            parts.append(f"{self.skipped} non-image files skipped")
+        return ", ".join(parts)
+
+
+def annotation_path(annotate_dir: Path, image_path: Path) -> Path:
+    """Where the annotated copy of ``image_path`` goes: its path relative to the working
+    directory when it lies below it, else its name, under ``annotate_dir``, as ``.jpg``."""
+    try:
+        relative = image_path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = Path(image_path.name)
+    return annotate_dir / relative.with_suffix(".jpg")
+
+
+def run_landmarks(
+    paths: Iterable[str | os.PathLike[str]],
+    pipeline: FacePipeline,
+    writer: RecordWriter,
+    annotate_dir: Path | None = None,
+) -> RunSummary:
+    """Process every image under ``paths`` and write one record per image to ``writer``."""
+    listing = find_images(paths)
+    summary = RunSummary(skipped=listing.skipped, empty_folders=listing.empty_folders)
+    if listing.images:
+        for folder in listing.empty_folders:
+            log.warning("no images found in %s", folder)
+    for path in tqdm(listing.images, desc="landmarks", unit="img", disable=None):
+        summary.images += 1
+        try:
+            image = read_image(path)
+            faces = pipeline(image)
+            if annotate_dir is not None:
+                save_rgb(annotation_path(annotate_dir, path), draw_faces(image, faces))
+        except (KeyferError, OSError) as error:
+            summary.errors += 1
+            log.error("%s", error)
+            writer.write(image_record(path, error=str(error)))
+            continue
+        summary.faces += len(faces)
+        height, width = image.shape[:2]
+        writer.write(image_record(path, width, height, face_records(faces)))
+    return summary

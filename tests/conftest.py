@@ -1,0 +1,47 @@
+"""Shared fixtures: the example image, one pipeline per session, and the TFLite reference."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from keyfer.faces.pipeline import FacePipeline
+from keyfer.io.images import read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "astronaut.png"
+MEDIAPIPE_CACHE = ROOT / ".cache" / "mediapipe"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+_HAVE_REFERENCE = importlib.util.find_spec("ai_edge_litert") is not None and any(
+    MEDIAPIPE_CACHE.glob("mediapipe-0.10.21-*.whl")
+)
+needs_tflite = pytest.mark.skipif(
+    not _HAVE_REFERENCE,
+    reason="needs ai-edge-litert and the mediapipe wheel in .cache/mediapipe "
+    "(the README's test command installs and fetches both)",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _deterministic_threads() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    return read_image(EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> FacePipeline:
+    return FacePipeline()
+
+
+@pytest.fixture(scope="session")
+def pipeline_no_tiling() -> FacePipeline:
+    return FacePipeline(tiling=False)
