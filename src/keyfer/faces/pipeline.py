@@ -52,7 +52,7 @@ class FacePipeline:
         tiling: bool = True,
         detector_threshold: float = 0.5,
         min_presence: float = DEFAULT_MIN_PRESENCE,
-        refine: int = 1,
+        refine: int = 0,
     ) -> None:
         self.device = torch.device(device)
         self.detector = FaceDetector(detector_threshold, tiling=tiling, device=self.device)
