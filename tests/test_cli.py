@@ -105,7 +105,8 @@ def reference_box() -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("mode", "suffix"), [("L", "png"), ("RGBA", "png"), ("P", "png"), ("I;16", "png"), ("RGB", "jpg")]
+    ("mode", "suffix"),
+    [("L", "png"), ("RGBA", "png"), ("P", "png"), ("I;16", "png"), ("RGB", "jpg")],
 )
 def test_image_modes_find_the_same_face(tmp_path, reference_box, mode, suffix):
     source = Image.open(EXAMPLE)

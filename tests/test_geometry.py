@@ -103,7 +103,9 @@ def test_extract_crops_samples_where_the_transform_points():
 
 def test_extract_crops_replicates_edges_outside_the_image():
     image = np.full((10, 10, 3), 200, np.uint8)
-    transform = align.similarity(torch.tensor([[0.0, 0.0]]), torch.tensor([1.0]), torch.tensor([0.0]))
+    transform = align.similarity(
+        torch.tensor([[0.0, 0.0]]), torch.tensor([1.0]), torch.tensor([0.0])
+    )
     crop = align.extract_crops(image, transform)
     assert torch.allclose(crop, torch.full_like(crop, 200 / 255))
 

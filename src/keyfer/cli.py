@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from keyfer import __version__
@@ -53,19 +54,27 @@ def main(ctx: click.Context, quiet: bool) -> None:
 @click.option("--jsonl", "jsonl_path", type=_FILE, help="Stream records, one JSON line each.")
 @click.option("--annotate", type=_DIR, help="Save copies with boxes and landmarks drawn here.")
 @click.option(
-    "--tiling/--no-tiling", default=True, show_default=True,
+    "--tiling/--no-tiling",
+    default=True,
+    show_default=True,
     help="Also search overlapping tiles for small faces (slower; off suits video).",
-)  # fmt: skip
+)
 @click.option(
-    "--refine", type=click.IntRange(0, 3), default=0, show_default=True,
+    "--refine",
+    type=click.IntRange(0, 3),
+    default=0,
+    show_default=True,
     help="Re-run FaceMesh on a crop placed from its own mesh this many times "
     "(more accurate, no longer identical to MediaPipe).",
-)  # fmt: skip
+)
 @click.option("--detector-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option(
-    "--min-presence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_PRESENCE,
-    show_default=True, help="Drop detections whose FaceMesh face presence is lower.",
-)  # fmt: skip
+    "--min-presence",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_PRESENCE,
+    show_default=True,
+    help="Drop detections whose FaceMesh face presence is lower.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 def landmarks(
@@ -100,3 +109,126 @@ def landmarks(
     if not ctx.obj["quiet"]:
         click.echo(summary.line(), err=True)
     sys.exit(1 if summary.errors else 0)
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set train.epochs=5 --set model.rkfa=both.",
+)
+@click.option("--out", type=_DIR, help="Run folder (default: runs/<name>).")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+def train(
+    config: Path,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    resume: Path | None,
+    threads: int | None,
+) -> None:
+    """Train an NKF expression model from a YAML CONFIG (see configs/).
+
+    Writes checkpoint.pt (with its config), train.log and metrics.json to the run folder.
+    """
+    from keyfer.train.config import load_experiment
+    from keyfer.train.run import train_experiment
+
+    if threads:
+        torch.set_num_threads(threads)
+    experiment = load_experiment(config, list(overrides))
+    metrics = train_experiment(experiment, out or Path("runs") / experiment.name, resume)
+    click.echo(
+        f"valid accuracy {metrics['accuracy']:.4f}, mean class accuracy "
+        f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+    )
+
+
+@main.command(name="eval")
+@click.option(
+    "--model",
+    "model_name",
+    default="keyfer-ferplus",
+    show_default=True,
+    help="A shipped model name or a checkpoint path.",
+)
+@click.option("--dataset", required=True, type=click.Choice(["ferplus", "folder"]))
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The dataset root as distributed (for ferplus: the folder holding data/).",
+)
+@click.option("--split", help="ferplus: train, valid or test; folder: omit (or all).")
+@click.option("--json", "json_path", type=_FILE, help="Write the full report as JSON.")
+@click.option("--plots", type=_DIR, help="Write a confusion-matrix PNG and a per-class report.")
+@click.option("--tta", type=click.Choice(["flip"]), help="Average with the mirrored face.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1))
+def evaluate_command(
+    model_name: str,
+    dataset: str,
+    root: Path,
+    split: str | None,
+    json_path: Path | None,
+    plots: Path | None,
+    tta: str | None,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+) -> None:
+    """Score an expression model on a labelled dataset split."""
+    import json
+
+    from keyfer.evaluate import evaluate, load_dataset, load_model
+    from keyfer.train.plots import save_confusion_png
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model_name, resolve_device(device))
+    samples = load_dataset(dataset, root, split)
+    report = evaluate(loaded, samples, tta_flip=tta == "flip", batch_size=batch_size)
+    report.update(dataset=dataset, split=split or "all", root=str(root))
+    click.echo(
+        f"{loaded.name} on {dataset}/{split or 'all'} (n={report['n']}): accuracy "
+        f"{report['accuracy']:.4f}, mean class accuracy {report['mean_class_accuracy']:.4f}, "
+        f"macro-F1 {report['macro_f1']:.4f}"
+    )
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    if plots:
+        stem = f"{dataset}_{split or 'all'}"
+        title = f"{loaded.name} on {dataset}/{split or 'all'}: accuracy {report['accuracy']:.4f}"
+        save_confusion_png(
+            plots / f"{stem}_confusion.png", np.array(report["confusion"]), report["classes"], title
+        )
+        lines = [f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
+        for name, row in report["per_class"].items():
+            lines.append(
+                f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+                f"{row['f1']:>6.3f} {row['support']:>7d}"
+            )
+        (plots / f"{stem}_report.txt").write_text("\n".join(lines) + "\n")
+
+
+@main.command()
+def models() -> None:
+    """List the shipped expression models with their classes, sizes and metrics."""
+    from keyfer.models.registry import get_record, list_models
+
+    names = list_models()
+    if not names:
+        click.echo("no expression model is shipped yet")
+    for name in names:
+        record = get_record(name)
+        size = record.weights_path.stat().st_size / 2**20
+        valid = record.metrics.get("ferplus_valid", {}).get("accuracy")
+        click.echo(
+            f"{name}: {len(record.classes)} classes ({', '.join(record.classes)}), "
+            f"{size:.1f} MiB head, FERPlus Valid accuracy {valid}"
+        )

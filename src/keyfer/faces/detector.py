@@ -46,8 +46,8 @@ class _View:
     scaled into the detector input; ``inner_edges`` marks which of its left, top, right, bottom
     edges lie inside the image, where a face can be cut."""
 
-    x0: int
-    y0: int
+    x0: float
+    y0: float
     side: int
     inner_edges: tuple[bool, bool, bool, bool]
 
@@ -55,7 +55,7 @@ class _View:
 def plan_views(width: int, height: int, tiling: bool) -> list[_View]:
     """The letterboxed whole image, plus overlapping square tiles when ``tiling`` is on."""
     long_side = max(width, height)
-    views = [_View((width - long_side) // 2, (height - long_side) // 2, long_side, (False,) * 4)]
+    views = [_View((width - long_side) / 2, (height - long_side) / 2, long_side, (False,) * 4)]
     if not tiling:
         return views
     for fraction in _TILE_FRACTIONS:
@@ -69,9 +69,9 @@ def plan_views(width: int, height: int, tiling: bool) -> list[_View]:
     return views
 
 
-def _tile_starts(length: int, side: int) -> list[int]:
+def _tile_starts(length: int, side: int) -> list[float]:
     if side >= length:
-        return [(length - side) // 2]
+        return [(length - side) / 2]
     count = math.ceil((length - side) / (side * (1 - _TILE_OVERLAP))) + 1
     return [round(i * (length - side) / (count - 1)) for i in range(count)]
 

@@ -1,0 +1,52 @@
+"""The generic class-folder layout: ``ROOT/<class name>/**/*.jpg`` (any image extension).
+
+Folder names are mapped onto the canonical classes by :func:`canonical_class`, so ``happy``,
+``Happy`` and ``happiness`` are one class. Hidden folders and files directly in ROOT are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from keyfer.data.labels import (
+    CLASS_NAMES,
+    CLASSES,
+    Sample,
+    accepted_names,
+    canonical_class,
+    one_hot,
+)
+from keyfer.errors import KeyferError
+from keyfer.io.images import find_images
+
+log = logging.getLogger(__name__)
+
+
+def load_folder(root: str | Path) -> list[Sample]:
+    """All images under the class folders of ``root``, with one-hot targets.
+
+    Samples come ordered by folder name, then as :func:`find_images` walks each folder. An
+    unknown folder name raises one :class:`KeyferError` naming every unknown folder and the
+    accepted names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise KeyferError(f"class-folder dataset root {root} is not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p.name for p in folders if p.name not in CLASS_NAMES]
+    if unknown:
+        raise KeyferError(
+            f"{root}: unknown class folder name(s) {', '.join(unknown)}; "
+            f"accepted names: {accepted_names()}"
+        )
+    if not folders:
+        raise KeyferError(f"{root} holds no class folders; expected e.g. {root / 'happy'}/")
+    samples = []
+    for folder in folders:
+        listing = find_images(folder)
+        if listing.skipped:
+            log.warning("%s: %d files without an image extension ignored", folder, listing.skipped)
+        label = CLASSES.index(canonical_class(folder.name))
+        samples.extend(Sample(path, label, one_hot(label)) for path in listing.images)
+    return samples

@@ -1,0 +1,76 @@
+"""keyfer's one expression vocabulary, the folder names mapped onto it, and a labelled sample.
+
+The canonical classes and their order are those of FERPlus (METHOD.md section 4). Every dataset
+adapter maps its labels onto them, and a label index always means a position in :data:`CLASSES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keyfer.errors import KeyferError
+
+CLASSES: tuple[str, ...] = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+)  # fmt: skip
+"""Canonical class names in canonical order; a label index is a position in this tuple."""
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral",),
+    "happiness": ("happiness", "happy"),
+    "surprise": ("surprise", "surprised"),
+    "sadness": ("sadness", "sad"),
+    "anger": ("anger", "angry"),
+    "disgust": ("disgust", "disgusted"),
+    "fear": ("fear", "fearful", "afraid"),
+    "contempt": ("contempt",),
+}
+
+CLASS_NAMES: dict[str, str] = {
+    form: canonical
+    for canonical, aliases in _ALIASES.items()
+    for alias in aliases
+    for form in (alias, alias.capitalize())
+}
+"""Accepted class names (as in dataset folders) -> canonical name; lower-case and Capitalised."""
+
+
+def canonical_class(name: str) -> str:
+    """The canonical class name for ``name`` (e.g. ``"Happy"`` -> ``"happiness"``).
+
+    Raises :class:`KeyferError` listing the accepted names when ``name`` is not one of them.
+    """
+    try:
+        return CLASS_NAMES[name]
+    except KeyError:
+        raise KeyferError(
+            f"unknown expression class name {name!r}; accepted names: {accepted_names()}"
+        ) from None
+
+
+def accepted_names() -> str:
+    """The accepted class names as one comma-separated string, for error messages."""
+    return ", ".join(sorted(CLASS_NAMES, key=lambda n: (CLASSES.index(CLASS_NAMES[n]), n)))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image.
+
+    ``path``: the image file. ``label``: index into :data:`CLASSES`. ``target``: (8,) float32
+    soft target over :data:`CLASSES` summing to 1 (one-hot unless the label mode gives votes).
+    """
+
+    path: Path
+    label: int
+    target: np.ndarray
+
+
+def one_hot(label: int) -> np.ndarray:
+    """Label index -> (8,) float32 one-hot target over :data:`CLASSES`."""
+    target = np.zeros(len(CLASSES), dtype=np.float32)
+    target[label] = 1.0
+    return target

@@ -1,0 +1,152 @@
+"""``keyfer eval``: a model (shipped name or checkpoint) scored on a dataset split from images.
+
+The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy``, ``macro_f1``,
+``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted); METHOD §4.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from keyfer.data.ferplus import load_ferplus
+from keyfer.data.folder import load_folder
+from keyfer.data.labels import CLASSES, Sample
+from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, precrop_to_facemesh, to_gray3
+from keyfer.errors import KeyferError
+from keyfer.io.images import read_image
+from keyfer.models.registry import create_model, get_record, list_models
+from keyfer.nkf.model import NKFModel
+from keyfer.train.checkpoint import load_checkpoint
+from keyfer.train.metrics import classification_report
+
+log = logging.getLogger(__name__)
+DATASETS = ("ferplus", "folder")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with what its preprocessing needs."""
+
+    name: str
+    model: NKFModel
+    classes: list[str]
+    temperature: float
+    color_mode: str
+    margin: float
+    padding: str
+
+
+def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
+    """A shipped model by name, or a ``keyfer train`` checkpoint by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".pt" or path.exists():
+        experiment, state = load_checkpoint(path)
+        model = NKFModel(experiment.model)
+        model.head.load_state_dict(state["head"])
+        temperature = float(state.get("temperature", 1.0))
+        loaded = LoadedModel(
+            str(path),
+            model,
+            list(CLASSES),
+            temperature,
+            experiment.model.color_mode,
+            DEFAULT_MARGIN,
+            DEFAULT_PADDING,
+        )
+    elif name_or_path in list_models():
+        record = get_record(name_or_path)
+        pre = record.preprocessing
+        loaded = LoadedModel(
+            record.name,
+            create_model(record.name),
+            record.classes,
+            record.temperature,
+            pre["color_mode"],
+            pre["precrop_margin"],
+            pre["precrop_padding"],
+        )
+    else:
+        raise KeyferError(
+            f"unknown model {name_or_path!r}: not a checkpoint file nor a shipped model "
+            f"({', '.join(list_models()) or 'none shipped'})"
+        )
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def load_dataset(dataset: str, root: Path, split: str | None) -> list[Sample]:
+    """Samples of ``dataset`` (``ferplus`` or ``folder``) under ``root``; METHOD §4 names."""
+    if dataset == "ferplus":
+        if split not in ("train", "valid", "test"):
+            raise KeyferError("--split for ferplus must be train, valid or test")
+        return load_ferplus(root, split, "majority").samples
+    if dataset == "folder":
+        if split not in (None, "all"):
+            raise KeyferError("the folder dataset has no splits; omit --split or use all")
+        return load_folder(root)
+    raise KeyferError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+
+
+def prepare_crop(image: np.ndarray, loaded: LoadedModel) -> np.ndarray:
+    """A pre-cropped face (H, W, 3) uint8 RGB -> (192, 192, 3) uint8 model input."""
+    if loaded.color_mode == "gray3":
+        image = to_gray3(image)
+    return precrop_to_facemesh(image, loaded.margin, loaded.padding)
+
+
+@torch.inference_mode()
+def predict_logits(loaded: LoadedModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
+    """(B, 192, 192, 3) uint8 crops -> (B, n_classes) temperature-scaled logits."""
+    device = next(loaded.model.parameters()).device
+    batch = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() / 255.0
+    logits = loaded.model(batch).logits
+    if tta_flip:
+        logits = (logits + loaded.model(batch.flip(-1)).logits) / 2
+    return logits.float().cpu() / loaded.temperature
+
+
+def evaluate(
+    loaded: LoadedModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
+) -> dict[str, Any]:
+    """Score ``loaded`` on ``samples``; unreadable images are counted, not scored."""
+    present = sorted({s.label for s in samples})
+    restricted = [CLASSES[i] for i in present] if len(present) < len(loaded.classes) else None
+    if restricted:
+        log.info(
+            "the dataset has %d of the model's %d classes; predictions are restricted to %s",
+            len(present),
+            len(loaded.classes),
+            ", ".join(restricted),
+        )
+    mask = torch.full((len(loaded.classes),), float("-inf"))
+    mask[present if restricted else slice(None)] = 0.0
+    labels, predictions, unreadable = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
+        crops, batch_labels = [], []
+        for sample in samples[start : start + batch_size]:
+            try:
+                crops.append(prepare_crop(read_image(sample.path), loaded))
+                batch_labels.append(sample.label)
+            except KeyferError as error:
+                unreadable.append(str(error))
+        if crops:
+            logits = predict_logits(loaded, np.stack(crops), tta_flip) + mask
+            predictions.extend(logits.argmax(1).tolist())
+            labels.extend(batch_labels)
+    if not labels:
+        raise KeyferError("no image of the dataset could be read")
+    report = classification_report(np.array(labels), np.array(predictions), loaded.classes)
+    report.update(
+        model=loaded.name,
+        tta="flip" if tta_flip else None,
+        restricted_to=restricted,
+        unreadable=len(unreadable),
+    )
+    return report

@@ -1,0 +1,1 @@
+"""Shipped expression models: a registry of records, each with its weights in this folder."""

@@ -1,0 +1,103 @@
+"""The model registry: ``create_model(name)`` and ``list_models()`` (after timm's factory).
+
+Each shipped model is a ``<name>.json`` record beside its ``<name>.safetensors`` head weights in
+this folder. The record states the weights' sha256, the label names in canonical order, the
+preprocessing (input colour mode and crop), the training data, the licence, the metrics, the
+calibration temperature and the full model config. Loading never guesses: a record whose weights
+are missing or do not match their sha256 is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load
+
+from keyfer.errors import KeyferError, WeightsError
+from keyfer.nkf.config import ModelConfig
+from keyfer.nkf.model import NKFModel
+
+MODELS_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything needed to load and describe one shipped model."""
+
+    name: str
+    weights: str
+    sha256: str
+    classes: list[str]
+    preprocessing: dict[str, Any]
+    config: dict[str, Any]
+    temperature: float
+    training_data: str
+    license: str
+    metrics: dict[str, Any]
+    description: str = ""
+
+    @property
+    def weights_path(self) -> Path:
+        return MODELS_DIR / self.weights
+
+
+@cache
+def _records() -> dict[str, ModelRecord]:
+    records = {}
+    known = {f.name for f in fields(ModelRecord)}
+    for path in sorted(MODELS_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        records[data["name"]] = ModelRecord(**{k: v for k, v in data.items() if k in known})
+    return records
+
+
+def list_models() -> list[str]:
+    """Names of the shipped models."""
+    return sorted(_records())
+
+
+def get_record(name: str) -> ModelRecord:
+    """The record of a shipped model; an unknown name is a clear error listing the known ones."""
+    try:
+        return _records()[name]
+    except KeyError:
+        raise KeyferError(
+            f"unknown model {name!r}; shipped models: {', '.join(list_models())}"
+        ) from None
+
+
+def load_head_weights(record: ModelRecord) -> dict:
+    """The record's head state dict, after checking the file's sha256."""
+    if not record.weights_path.is_file():
+        raise WeightsError(
+            f"weights {record.weights} of model {record.name} are missing; reinstall keyfer"
+        )
+    data = record.weights_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.sha256:
+        raise WeightsError(f"{record.weights_path} does not match the sha256 in its record")
+    return {k: v.float() for k, v in load(data).items()}
+
+
+def create_model(name: str, pretrained: bool = True, **overrides: Any) -> NKFModel:
+    """Build a registered model, with its shipped weights when ``pretrained``.
+
+    ``overrides`` replace model-config fields (e.g. ``dropout=0.1``, or ``finetune_alignment=True``
+    to train it further); architecture changes need ``pretrained=False``.
+    """
+    record = get_record(name)
+    config = ModelConfig(**{**record.config, **overrides})
+    model = NKFModel(config)
+    if pretrained:
+        try:
+            model.head.load_state_dict(load_head_weights(record))
+        except RuntimeError as error:
+            raise WeightsError(
+                f"the weights of {name} do not fit the overridden architecture; "
+                "use pretrained=False to change it"
+            ) from error
+    return model

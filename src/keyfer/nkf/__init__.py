@@ -1,0 +1,1 @@
+"""NKF: Keypoint Features, their regularization by landmark perturbation, and RKFA."""

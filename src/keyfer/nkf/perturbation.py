@@ -1,0 +1,24 @@
+"""KF regularization: landmark perturbation scaled by the inter-ocular distance (METHOD §3)."""
+
+from __future__ import annotations
+
+import torch
+
+from keyfer.faces.facemesh import CROP_SIZE
+
+
+def perturb_keypoints(
+    keypoints: torch.Tensor,
+    iod: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L~ = L + e with e ~ N(0, (sigma * IOD)^2) per coordinate, clamped to the crop.
+
+    ``keypoints`` (B, K, 2) crop pixels, ``iod`` (B,) in the same pixels; returns (B, K, 2).
+    """
+    noise = torch.randn(
+        keypoints.shape, generator=generator, device=keypoints.device, dtype=keypoints.dtype
+    )
+    perturbed = keypoints + noise * (sigma * iod)[:, None, None]
+    return perturbed.clamp(0.0, CROP_SIZE - 1e-3)

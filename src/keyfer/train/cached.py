@@ -1,0 +1,180 @@
+"""Training an NKF head on Keypoint-Feature caches (frozen FaceMesh): minutes per run on a CPU.
+
+Each step draws, per image, the crop or its mirror (when ``mirror``), and for KF regularization
+the matching landmark-perturbed view from the cache (METHOD §3). Evaluation uses the clean view.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from keyfer.data.labels import CLASSES
+from keyfer.faces.facemesh import TAP_CHANNELS
+from keyfer.nkf.config import ModelConfig
+from keyfer.nkf.head import NKFHead
+from keyfer.nkf.keypoint_features import keypoint_feature_channels
+from keyfer.nkf.model import GLOBAL_TAP, NASAL_BASE_VERTEX, keypoint_indices
+from keyfer.train.cache import KFCache
+from keyfer.train.config import TrainConfig
+from keyfer.train.metrics import classification_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedData:
+    """Cache arrays in memory for the chosen taps and keypoints: ``kf`` (N, 4, K, C) and
+    ``global_feature`` (N, 2, 128) float16, ``labels`` (N,), ``targets`` (N, 8)."""
+
+    kf: torch.Tensor
+    global_feature: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def load(cls, cache: KFCache, model: ModelConfig) -> CachedData:
+        cached = keypoint_indices(cache.meta["keypoints"])
+        wanted = keypoint_indices(model.keypoints)
+        subset = [cached.index(v) for v in wanted]
+        kf = cache.kf[:, :, subset] if subset != list(range(len(cached))) else cache.kf
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(kf[..., cache.tap_channels(model.taps)])),
+            torch.from_numpy(np.array(cache.global_feature)),
+            torch.from_numpy(np.array(cache.labels)),
+            torch.from_numpy(np.array(cache.targets)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def build_head(model: ModelConfig) -> NKFHead:
+    """The head of a model config."""
+    keypoints = keypoint_indices(model.keypoints)
+    return NKFHead(
+        model,
+        kf_channels=keypoint_feature_channels(model.taps),
+        global_channels=TAP_CHANNELS[GLOBAL_TAP],
+        num_keypoints=len(keypoints),
+        representative=keypoints.index(NASAL_BASE_VERTEX),
+    )
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """0.5 (KL(p_a || p_b) + KL(p_b || p_a)) of two (B, C) logit sets, batch mean."""
+    log_a, log_b = F.log_softmax(logits_a, 1), F.log_softmax(logits_b, 1)
+    return 0.5 * (
+        F.kl_div(log_a, log_b, log_target=True, reduction="batchmean")
+        + F.kl_div(log_b, log_a, log_target=True, reduction="batchmean")
+    )
+
+
+class CachedTrainer:
+    """AdamW + one-cycle schedule over ``train.epochs``; :meth:`run_epoch` trains one epoch."""
+
+    def __init__(self, model: ModelConfig, train: TrainConfig, data: CachedData) -> None:
+        torch.manual_seed(train.seed)
+        self.train_config = train
+        self.data = data
+        self.head = build_head(model)
+        self.optimizer = torch.optim.AdamW(
+            self.head.parameters(), lr=train.lr, weight_decay=train.weight_decay
+        )
+        steps = train.epochs * -(-len(data) // train.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, train.lr, total_steps=steps, pct_start=0.1
+        )
+        self.generator = torch.Generator().manual_seed(train.seed)
+        self.sample_weights = None
+        if train.balanced_sampler:
+            counts = torch.bincount(data.labels, minlength=len(CLASSES)).clamp(min=1).float()
+            self.sample_weights = (1.0 / counts)[data.labels]
+
+    def state_dict(self) -> dict:
+        return {
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+
+    def _logits(self, index: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        kf = self.data.kf[index, slot].float()
+        return self.head(kf, self.data.global_feature[index, slot % 2].float()).logits
+
+    def _loss(self, index: torch.Tensor) -> torch.Tensor:
+        train = self.train_config
+        view = torch.zeros(len(index), dtype=torch.long)
+        if train.mirror:
+            view = (torch.rand(len(index), generator=self.generator) < 0.5).long()
+        target = (
+            self.data.targets[index]
+            if train.label_mode == "probability"
+            else self.data.labels[index]
+        )
+
+        def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, target, label_smoothing=train.label_smoothing)
+
+        if train.regularization == "consistency":
+            clean, moved = self._logits(index, view), self._logits(index, view + 2)
+            return cross_entropy(moved) + train.consistency_weight * symmetric_kl(clean, moved)
+        if train.regularization == "augment":
+            moved = torch.rand(len(index), generator=self.generator) < train.perturb_prob
+            return cross_entropy(self._logits(index, view + 2 * moved.long()))
+        return cross_entropy(self._logits(index, view))
+
+    def run_epoch(self) -> float:
+        """One pass over the data (or as many balanced draws); returns the mean loss."""
+        self.head.train()
+        n = len(self.data)
+        if self.sample_weights is not None:
+            order = torch.multinomial(
+                self.sample_weights, n, replacement=True, generator=self.generator
+            )
+        else:
+            order = torch.randperm(n, generator=self.generator)
+        total = 0.0
+        for index in tqdm(order.split(self.train_config.batch_size), leave=False, disable=None):
+            loss = self._loss(index)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total += loss.item() * len(index)
+        return total / n
+
+
+@torch.inference_mode()
+def head_logits(head: NKFHead, data: CachedData, mirror_tta: bool = False) -> torch.Tensor:
+    """(N, n_classes) logits on the clean view, averaged with the mirror view for ``mirror_tta``."""
+    head.eval()
+    outs = []
+    for index in torch.arange(len(data)).split(1024):
+        logits = head(data.kf[index, 0].float(), data.global_feature[index, 0].float()).logits
+        if mirror_tta:
+            mirrored = head(data.kf[index, 1].float(), data.global_feature[index, 1].float()).logits
+            logits = (logits + mirrored) / 2
+        outs.append(logits)
+    return torch.cat(outs)
+
+
+def evaluate_head(head: NKFHead, data: CachedData) -> dict:
+    """Metrics of the head on the clean view, plus accuracy with mirror test-time augmentation."""
+    labels = data.labels.numpy()
+    report = classification_report(labels, head_logits(head, data).argmax(1).numpy(), CLASSES)
+    tta = head_logits(head, data, mirror_tta=True).argmax(1).numpy()
+    report["accuracy_mirror_tta"] = float((tta == labels).mean())
+    return report

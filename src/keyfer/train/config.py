@@ -1,0 +1,94 @@
+"""Training configuration, read from YAML into dataclasses and saved inside every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keyfer.errors import KeyferError
+from keyfer.nkf.config import ModelConfig
+
+REGULARIZATIONS = ("none", "augment", "consistency")
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained. ``regularization``: KF regularization by landmark perturbation,
+    ``augment`` (classify from perturbed landmarks with probability ``perturb_prob``) or
+    ``consistency`` (cross-entropy at the perturbed landmarks + ``consistency_weight`` x the
+    symmetric KL between clean and perturbed predictions); ``sigma`` is in IOD units."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_mode: str = "majority"
+    label_smoothing: float = 0.0
+    regularization: str = "consistency"
+    sigma: float = 0.05
+    perturb_prob: float = 0.5
+    consistency_weight: float = 1.0
+    mirror: bool = True
+    balanced_sampler: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.regularization not in REGULARIZATIONS:
+            raise KeyferError(f"bad train config: regularization must be one of {REGULARIZATIONS}")
+        if self.label_mode not in ("majority", "probability"):
+            raise KeyferError("bad train config: label_mode must be majority or probability")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise KeyferError("bad train config: epochs, batch_size and lr must be positive")
+
+
+@dataclass
+class Experiment:
+    """A whole run: ``model`` and ``train`` settings plus the data it uses. ``train_subset`` keeps
+    that many training images (a fixed random subset, for quick runs); Keypoint-Feature caches go
+    under ``cache_dir``."""
+
+    name: str = "run"
+    dataset: str = "ferplus"
+    root: str = "../shared/data/ferplus"
+    train_subset: int | None = None
+    cache_dir: str = ".cache/kf"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise KeyferError(f"bad config: unknown keys {sorted(unknown)}")
+        try:
+            return cls(
+                **{k: v for k, v in data.items() if k not in ("model", "train")},
+                model=ModelConfig(**data.get("model", {})),
+                train=TrainConfig(**data.get("train", {})),
+            )
+        except TypeError as error:
+            raise KeyferError(f"bad config: {error}") from error
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise KeyferError(f"cannot read config {path}: {error}") from error
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise KeyferError(f"bad --set {override!r}; use key=value, e.g. train.epochs=5")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return Experiment.from_dict(data)

@@ -1,0 +1,176 @@
+"""Checkpoints, configs, `keyfer train` on a tiny cache, and the `keyfer eval` contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from keyfer.cli import main
+from keyfer.errors import KeyferError, WeightsError
+from keyfer.train.cached import CachedTrainer, build_head
+from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
+from keyfer.train.config import Experiment, load_experiment
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests/data/ferplus_fixture"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    experiment = Experiment(name="tiny")
+    torch.manual_seed(0)
+    head = build_head(experiment.model)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_checkpoint(
+        path, experiment, {"head": head.state_dict(), "epoch": 1, "temperature": torch.tensor(1.5)}
+    )
+    return path
+
+
+def test_checkpoint_round_trip(checkpoint):
+    experiment, state = load_checkpoint(checkpoint)
+    assert experiment == Experiment(name="tiny")
+    head = build_head(experiment.model)
+    head.load_state_dict(state["head"])
+    assert float(state["temperature"]) == 1.5
+
+
+def test_wrong_checkpoint_files_are_clear_errors(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a keyfer checkpoint"):
+        load_checkpoint(bogus)
+    torch.save({"state": 1}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="format tag"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_config_overrides_and_bad_configs(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\nmodel:\n  dim: 32\n")
+    experiment = load_experiment(config, ["train.epochs=3", "model.rkfa=both"])
+    assert (experiment.model.dim, experiment.model.rkfa, experiment.train.epochs) == (32, "both", 3)
+    with pytest.raises(KeyferError, match="unknown keys"):
+        load_experiment(config, ["modle.dim=3"])
+    with pytest.raises(KeyferError, match="regularization"):
+        load_experiment(config, ["train.regularization=dropout"])
+    config.write_text("model: [unclosed\n")
+    with pytest.raises(KeyferError, match="cannot read config"):
+        load_experiment(config)
+
+
+def _eval(checkpoint, tmp_path, name):
+    out = tmp_path / f"{name}.json"
+    args = [
+        "eval",
+        "--model",
+        str(checkpoint),
+        "--dataset",
+        "ferplus",
+        "--root",
+        str(FIXTURE),
+        "--split",
+        "train",
+        "--json",
+        str(out),
+        "--plots",
+        str(tmp_path / "plots"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def test_eval_writes_the_contract_and_is_deterministic(checkpoint, tmp_path):
+    first = _eval(checkpoint, tmp_path, "a")
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n", "classes", "confusion"):
+        assert key in first
+    assert 0 <= first["accuracy"] <= 1
+    assert first["n"] == sum(map(sum, first["confusion"]))
+    assert first["classes"][0] == "neutral" and len(first["classes"]) == 8
+    assert (tmp_path / "plots/ferplus_train_confusion.png").is_file()
+    assert (tmp_path / "plots/ferplus_train_report.txt").is_file()
+    assert _eval(checkpoint, tmp_path, "b") == first
+
+
+def test_eval_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            "no-such-model",
+            "--dataset",
+            "ferplus",
+            "--root",
+            str(FIXTURE),
+            "--split",
+            "test",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "unknown model" in result.output and "Traceback" not in result.output
+
+
+def _tiny_config(tmp_path):
+    root = tmp_path / "ferplus"
+    shutil.copytree(FIXTURE, root)
+    valid = root / "data/FER2013Valid"
+    shutil.copytree(root / "data/FER2013Train", valid)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"name: tiny\nroot: {root}\ncache_dir: {tmp_path / 'cache'}\n"
+        "model:\n  dim: 8\n  hidden: 16\ntrain:\n  epochs: 2\n  batch_size: 4\n"
+    )
+    return config
+
+
+def test_quick_training_runs_end_to_end_on_a_tiny_cache(tmp_path):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["temperature"] > 0 and "ece_after" in metrics
+    assert "epoch 2/2" in (out / "train.log").read_text()
+    changed = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "--resume",
+            str(out / "checkpoint.pt"),
+            "--set",
+            "train.epochs=3",
+        ],
+    )
+    assert changed.exit_code == 1 and "different config" in changed.output
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    original = CachedTrainer.run_epoch
+    calls = []
+
+    def stop_in_second_epoch(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(CachedTrainer, "run_epoch", stop_in_second_epoch)
+    interrupted = CliRunner().invoke(main, ["train", str(config), "--out", str(out)])
+    assert interrupted.exit_code != 0
+    monkeypatch.setattr(CachedTrainer, "run_epoch", original)
+    resume = ["train", str(config), "--out", str(out), "--resume", str(out / "checkpoint.pt")]
+    resumed = CliRunner().invoke(main, resume)
+    assert resumed.exit_code == 0, resumed.output
+    log = (out / "train.log").read_text()
+    assert "resumed from" in log and "epoch 1/2" in log and "epoch 2/2" in log
