@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from keyfer.cli import main
+from keyfer.data.ferplus import load_ferplus
 from keyfer.errors import KeyferError, WeightsError
 from keyfer.train.cached import CachedTrainer, build_head
 from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
@@ -174,3 +175,29 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
     assert resumed.exit_code == 0, resumed.output
     log = (out / "train.log").read_text()
     assert "resumed from" in log and "epoch 1/2" in log and "epoch 2/2" in log
+
+
+def test_image_engine_fine_tunes_facemesh_and_eval_loads_it(tmp_path):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    sets = [
+        "train.engine=images",
+        "model.finetune_alignment=true",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.num_workers=0",
+        "train.regularization=augment",
+    ]
+    args = ["train", str(config), "--out", str(out)]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert "facemesh" in state
+    from keyfer.faces.facemesh import FaceMesh
+
+    original = FaceMesh.from_pretrained().state_dict()["stem.weight"]
+    assert not torch.equal(state["facemesh"]["stem.weight"], original)
+    report = _eval(out / "checkpoint.pt", tmp_path, "tuned")
+    assert report["n"] == len(load_ferplus(FIXTURE, "train").samples)

@@ -122,12 +122,14 @@ def landmarks(
 )
 @click.option("--out", type=_DIR, help="Run folder (default: runs/<name>).")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 def train(
     config: Path,
     overrides: tuple[str, ...],
     out: Path | None,
     resume: Path | None,
+    device: str,
     threads: int | None,
 ) -> None:
     """Train an NKF expression model from a YAML CONFIG (see configs/).
@@ -140,7 +142,8 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     experiment = load_experiment(config, list(overrides))
-    metrics = train_experiment(experiment, out or Path("runs") / experiment.name, resume)
+    run_dir = out or Path("runs") / experiment.name
+    metrics = train_experiment(experiment, run_dir, resume, resolve_device(device))
     click.echo(
         f"valid accuracy {metrics['accuracy']:.4f}, mean class accuracy "
         f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"

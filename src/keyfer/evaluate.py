@@ -50,6 +50,8 @@ def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
         experiment, state = load_checkpoint(path)
         model = NKFModel(experiment.model)
         model.head.load_state_dict(state["head"])
+        if "facemesh" in state:  # fine-tuned alignment network
+            model.facemesh.load_state_dict(state["facemesh"])
         temperature = float(state.get("temperature", 1.0))
         loaded = LoadedModel(
             str(path),
@@ -112,22 +114,12 @@ def predict_logits(loaded: LoadedModel, crops: np.ndarray, tta_flip: bool) -> to
     return logits.float().cpu() / loaded.temperature
 
 
-def evaluate(
+def dataset_logits(
     loaded: LoadedModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
-) -> dict[str, Any]:
-    """Score ``loaded`` on ``samples``; unreadable images are counted, not scored."""
-    present = sorted({s.label for s in samples})
-    restricted = [CLASSES[i] for i in present] if len(present) < len(loaded.classes) else None
-    if restricted:
-        log.info(
-            "the dataset has %d of the model's %d classes; predictions are restricted to %s",
-            len(present),
-            len(loaded.classes),
-            ", ".join(restricted),
-        )
-    mask = torch.full((len(loaded.classes),), float("-inf"))
-    mask[present if restricted else slice(None)] = 0.0
-    labels, predictions, unreadable = [], [], []
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(N, n_classes) temperature-scaled logits and (N,) labels of the readable samples, and the
+    error messages of the unreadable ones."""
+    logits, labels, unreadable = [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
         crops, batch_labels = [], []
         for sample in samples[start : start + batch_size]:
@@ -137,12 +129,32 @@ def evaluate(
             except KeyferError as error:
                 unreadable.append(str(error))
         if crops:
-            logits = predict_logits(loaded, np.stack(crops), tta_flip) + mask
-            predictions.extend(logits.argmax(1).tolist())
+            logits.append(predict_logits(loaded, np.stack(crops), tta_flip))
             labels.extend(batch_labels)
     if not labels:
         raise KeyferError("no image of the dataset could be read")
-    report = classification_report(np.array(labels), np.array(predictions), loaded.classes)
+    return torch.cat(logits), torch.tensor(labels), unreadable
+
+
+def evaluate(
+    loaded: LoadedModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
+) -> dict[str, Any]:
+    """Score ``loaded`` on ``samples``; unreadable images are counted, not scored. When the
+    dataset lacks some of the model's classes, predictions are restricted to those it has."""
+    present = sorted({s.label for s in samples})
+    restricted = [CLASSES[i] for i in present] if len(present) < len(loaded.classes) else None
+    logits, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
+    if restricted:
+        log.info(
+            "the dataset has %d of the model's %d classes; predictions are restricted to %s",
+            len(present),
+            len(loaded.classes),
+            ", ".join(restricted),
+        )
+        mask = torch.full((len(loaded.classes),), float("-inf"))
+        mask[present] = 0.0
+        logits = logits + mask
+    report = classification_report(labels.numpy(), logits.argmax(1).numpy(), loaded.classes)
     report.update(
         model=loaded.name,
         tta="flip" if tta_flip else None,

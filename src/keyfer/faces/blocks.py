@@ -1,8 +1,9 @@
 """Building blocks shared by the BlazeFace and FaceMesh ports.
 
 Both MediaPipe networks were trained in TensorFlow with ``SAME`` padding, which pads
-asymmetrically (more at the bottom/right) when the stride is 2. The blocks reproduce that
-exactly with an explicit ``F.pad`` so the ported weights give the same numbers as TFLite.
+asymmetrically (more at the bottom/right) when the stride is 2. :class:`SameConv2d` reproduces
+that without copying the input into a padded tensor, so the ported weights give the same
+numbers as TFLite.
 """
 
 from __future__ import annotations
@@ -19,11 +20,40 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+class SameConv2d(nn.Conv2d):
+    """A square ``nn.Conv2d`` with TensorFlow ``SAME`` padding for inputs of size ``size``.
+
+    Symmetric padding is the conv's own. Asymmetric padding (one more after than before) is
+    done by growing the kernel with a leading zero row and column and padding symmetrically by
+    ``after``: the same sums, with no padded copy of the input. Weights keep their usual shape.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        size: int,
+        groups: int = 1,
+    ) -> None:
+        before, after = same_padding(size, kernel_size, stride)
+        if after - before not in (0, 1):
+            raise ValueError(f"unsupported SAME padding ({before}, {after})")
+        super().__init__(in_channels, out_channels, kernel_size, stride, after, groups=groups)
+        self.grow = after - before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.pad(self.weight, (self.grow, 0, self.grow, 0)) if self.grow else self.weight
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, groups=self.groups)
+
+
 class ResidualBlock(nn.Module):
     """Depthwise 3x3 (stride 1 or 2) -> pointwise 1x1, plus a shortcut, then an activation.
 
     With stride 2 the shortcut is a 2x2 max-pool; when the block widens the channels, the
-    shortcut is zero-padded on the channel axis (MediaPipe's ``channel_padding``).
+    shortcut is added to the first ``in_channels`` channels only (MediaPipe's zero
+    ``channel_padding``).
 
     Input (B, C_in, H, W), H and W even when ``stride == 2``; output (B, C_out, H/s, W/s).
     """
@@ -31,16 +61,14 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, act: nn.Module) -> None:
         super().__init__()
         self.stride = stride
-        self.extra_channels = out_channels - in_channels
-        self.dw = nn.Conv2d(in_channels, in_channels, 3, stride, groups=in_channels)
+        # SAME padding of a 3x3 kernel depends only on the stride for even sizes.
+        self.dw = SameConv2d(in_channels, in_channels, 3, stride, 2 * stride, groups=in_channels)
         self.pw = nn.Conv2d(in_channels, out_channels, 1)
         self.act = act
-        before, after = same_padding(2 * stride, 3, stride)  # same for every even size
-        self.padding = (before, after, before, after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pw(self.dw(F.pad(x, self.padding)))
+        y = self.pw(self.dw(x))
         shortcut = F.max_pool2d(x, 2) if self.stride == 2 else x
-        if self.extra_channels:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_channels))
-        return self.act(y + shortcut)
+        # In place: the pointwise conv's output is not needed for its backward.
+        y[:, : shortcut.shape[1]] += shortcut
+        return self.act(y)

@@ -32,7 +32,8 @@ def keypoint_indices(keypoints: str | list[int]) -> list[int]:
 class Features(NamedTuple):
     """What the head needs from FaceMesh for (B, 3, 192, 192) crops: ``keypoint_features``
     (B, K, C), ``global_feature`` (B, 128), ``keypoints`` (B, K, 2) crop pixels, ``iod`` (B,),
-    ``mesh`` (B, 468, 3) crop pixels, ``presence`` (B,), ``taps`` {stride: map}."""
+    ``mesh`` (B, 468, 3) crop pixels (differentiable when FaceMesh is trained), ``presence`` (B,),
+    ``taps`` {stride: map}."""
 
     keypoint_features: torch.Tensor
     global_feature: torch.Tensor
@@ -90,7 +91,7 @@ class NKFModel(nn.Module):
             global_feature=out.taps[GLOBAL_TAP].mean(dim=(2, 3)),
             keypoints=keypoints,
             iod=inter_ocular_distance(mesh[:, list(MESH_TO_IBUG68), :2]),
-            mesh=mesh,
+            mesh=out.mesh,
             presence=out.presence,
             taps=out.taps,
         )

@@ -16,9 +16,8 @@ def perturb_keypoints(
     """L~ = L + e with e ~ N(0, (sigma * IOD)^2) per coordinate, clamped to the crop.
 
     ``keypoints`` (B, K, 2) crop pixels, ``iod`` (B,) in the same pixels; returns (B, K, 2).
+    The noise is drawn on the CPU (``generator`` is a CPU generator) and moved to the keypoints.
     """
-    noise = torch.randn(
-        keypoints.shape, generator=generator, device=keypoints.device, dtype=keypoints.dtype
-    )
+    noise = torch.randn(keypoints.shape, generator=generator).to(keypoints)
     perturbed = keypoints + noise * (sigma * iod)[:, None, None]
     return perturbed.clamp(0.0, CROP_SIZE - 1e-3)

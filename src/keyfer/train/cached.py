@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from keyfer.data.labels import CLASSES
@@ -22,7 +21,7 @@ from keyfer.nkf.keypoint_features import keypoint_feature_channels
 from keyfer.nkf.model import GLOBAL_TAP, NASAL_BASE_VERTEX, keypoint_indices
 from keyfer.train.cache import KFCache
 from keyfer.train.config import TrainConfig
-from keyfer.train.metrics import classification_report
+from keyfer.train.losses import nkf_loss
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,6 @@ def build_head(model: ModelConfig) -> NKFHead:
     )
 
 
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """0.5 (KL(p_a || p_b) + KL(p_b || p_a)) of two (B, C) logit sets, batch mean."""
-    log_a, log_b = F.log_softmax(logits_a, 1), F.log_softmax(logits_b, 1)
-    return 0.5 * (
-        F.kl_div(log_a, log_b, log_target=True, reduction="batchmean")
-        + F.kl_div(log_b, log_a, log_target=True, reduction="batchmean")
-    )
-
-
 class CachedTrainer:
     """AdamW + one-cycle schedule over ``train.epochs``; :meth:`run_epoch` trains one epoch."""
 
@@ -110,31 +100,18 @@ class CachedTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
 
-    def _logits(self, index: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        kf = self.data.kf[index, slot].float()
-        return self.head(kf, self.data.global_feature[index, slot % 2].float()).logits
-
     def _loss(self, index: torch.Tensor) -> torch.Tensor:
-        train = self.train_config
         view = torch.zeros(len(index), dtype=torch.long)
-        if train.mirror:
+        if self.train_config.mirror:
             view = (torch.rand(len(index), generator=self.generator) < 0.5).long()
-        target = (
-            self.data.targets[index]
-            if train.label_mode == "probability"
-            else self.data.labels[index]
-        )
 
-        def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits, target, label_smoothing=train.label_smoothing)
+        def logits_for(moved: torch.Tensor) -> torch.Tensor:
+            slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
+            kf = self.data.kf[index, slot].float()
+            return self.head(kf, self.data.global_feature[index, view].float()).logits
 
-        if train.regularization == "consistency":
-            clean, moved = self._logits(index, view), self._logits(index, view + 2)
-            return cross_entropy(moved) + train.consistency_weight * symmetric_kl(clean, moved)
-        if train.regularization == "augment":
-            moved = torch.rand(len(index), generator=self.generator) < train.perturb_prob
-            return cross_entropy(self._logits(index, view + 2 * moved.long()))
-        return cross_entropy(self._logits(index, view))
+        labels, targets = self.data.labels[index], self.data.targets[index]
+        return nkf_loss(self.train_config, logits_for, labels, targets, self.generator)
 
     def run_epoch(self) -> float:
         """One pass over the data (or as many balanced draws); returns the mean loss."""
@@ -169,12 +146,3 @@ def head_logits(head: NKFHead, data: CachedData, mirror_tta: bool = False) -> to
             logits = (logits + mirrored) / 2
         outs.append(logits)
     return torch.cat(outs)
-
-
-def evaluate_head(head: NKFHead, data: CachedData) -> dict:
-    """Metrics of the head on the clean view, plus accuracy with mirror test-time augmentation."""
-    labels = data.labels.numpy()
-    report = classification_report(labels, head_logits(head, data).argmax(1).numpy(), CLASSES)
-    tta = head_logits(head, data, mirror_tta=True).argmax(1).numpy()
-    report["accuracy_mirror_tta"] = float((tta == labels).mean())
-    return report

@@ -19,7 +19,13 @@ class TrainConfig:
     """How a model is trained. ``regularization``: KF regularization by landmark perturbation,
     ``augment`` (classify from perturbed landmarks with probability ``perturb_prob``) or
     ``consistency`` (cross-entropy at the perturbed landmarks + ``consistency_weight`` x the
-    symmetric KL between clean and perturbed predictions); ``sigma`` is in IOD units."""
+    symmetric KL between clean and perturbed predictions); ``sigma`` is in IOD units.
+
+    ``engine``: ``cached`` trains the head on Keypoint-Feature caches (frozen FaceMesh, minutes on
+    a CPU); ``images`` trains on augmented images, FaceMesh included when the model config says
+    ``finetune_alignment``, at ``alignment_lr``, with ``distill_weight`` x the mean squared drift of
+    its mesh from the original FaceMesh's (in crop widths) so that the landmarks stay right.
+    ``init_from`` starts from a checkpoint's head (e.g. one trained on caches)."""
 
     epochs: int = 30
     batch_size: int = 256
@@ -34,12 +40,20 @@ class TrainConfig:
     mirror: bool = True
     balanced_sampler: bool = False
     seed: int = 0
+    engine: str = "cached"
+    alignment_lr: float = 1e-4
+    distill_weight: float = 1.0
+    init_from: str | None = None
+    augment: bool = True
+    num_workers: int = 1
 
     def __post_init__(self) -> None:
         if self.regularization not in REGULARIZATIONS:
             raise KeyferError(f"bad train config: regularization must be one of {REGULARIZATIONS}")
         if self.label_mode not in ("majority", "probability"):
             raise KeyferError("bad train config: label_mode must be majority or probability")
+        if self.engine not in ("cached", "images"):
+            raise KeyferError("bad train config: engine must be cached or images")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise KeyferError("bad train config: epochs, batch_size and lr must be positive")
 

@@ -15,15 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from keyfer.data.ferplus import load_ferplus
-from keyfer.data.labels import Sample
-from keyfer.data.precrop import DEFAULT_MARGIN
+from keyfer.data.labels import CLASSES, Sample
+from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
+from keyfer.evaluate import LoadedModel, dataset_logits
 from keyfer.train.cache import KFCache, build_cache
-from keyfer.train.cached import CachedData, CachedTrainer, evaluate_head, head_logits
+from keyfer.train.cached import CachedData, CachedTrainer, head_logits
 from keyfer.train.calibration import fit_temperature
 from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
 from keyfer.train.config import Experiment
-from keyfer.train.metrics import expected_calibration_error
+from keyfer.train.images import ImageTrainer
+from keyfer.train.metrics import classification_report, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +71,60 @@ def _add_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def train_experiment(experiment: Experiment, out_dir: Path, resume: Path | None = None) -> dict:
-    """Train, evaluate on Valid every epoch, fit the temperature, and write ``out_dir``:
-    ``checkpoint.pt`` (config, head, optimizer, epoch, temperature), ``train.log``,
-    ``metrics.json``. Returns the final metrics."""
-    if experiment.model.finetune_alignment:
-        raise KeyferError(
-            "fine-tuning the alignment network needs image-level training, which keyfer train "
-            "does not do yet; set model.finetune_alignment=false"
+class _CachedRun:
+    """The cached engine behind the common run interface."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        train = CachedData.load(cache_for(experiment, "train"), experiment.model)
+        self.valid = CachedData.load(cache_for(experiment, "valid"), experiment.model)
+        self.trainer = CachedTrainer(experiment.model, experiment.train, train)
+
+    def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return head_logits(self.trainer.head, self.valid, mirror_tta), self.valid.labels
+
+
+class _ImageRun:
+    """The image engine behind the common run interface; Valid is scored from its images."""
+
+    def __init__(self, experiment: Experiment, device: torch.device) -> None:
+        self.trainer = ImageTrainer(experiment, dataset_samples(experiment, "train"), device)
+        self.valid = load_ferplus(experiment.root, "valid", "majority").samples
+        self.loaded = LoadedModel(
+            experiment.name,
+            self.trainer.model,
+            list(CLASSES),
+            1.0,
+            experiment.model.color_mode,
+            DEFAULT_MARGIN,
+            DEFAULT_PADDING,
         )
+
+    def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        self.trainer.model.eval()
+        logits, labels, _ = dataset_logits(self.loaded, self.valid, tta_flip=mirror_tta)
+        return logits, labels
+
+
+def train_experiment(
+    experiment: Experiment,
+    out_dir: Path,
+    resume: Path | None = None,
+    device: torch.device | None = None,
+) -> dict:
+    """Train, evaluate on Valid every epoch, fit the temperature, and write ``out_dir``:
+    ``checkpoint.pt`` (config, weights, optimizer, epoch, temperature), ``train.log``,
+    ``metrics.json``. Returns the final metrics."""
+    if experiment.model.finetune_alignment and experiment.train.engine != "images":
+        raise KeyferError("fine-tuning the alignment network needs train.engine=images")
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _add_log_file(out_dir / "train.log")
     try:
         log.info("config %s", json.dumps(experiment.to_dict()))
-        train = CachedData.load(cache_for(experiment, "train"), experiment.model)
-        valid = CachedData.load(cache_for(experiment, "valid"), experiment.model)
-        trainer = CachedTrainer(experiment.model, experiment.train, train)
+        if experiment.train.engine == "images":
+            run = _ImageRun(experiment, device or torch.device("cpu"))
+        else:
+            run = _CachedRun(experiment)
+        trainer = run.trainer
         start = 0
         if resume is not None:
             saved, state = load_checkpoint(resume)
@@ -98,7 +138,8 @@ def train_experiment(experiment: Experiment, out_dir: Path, resume: Path | None 
         checkpoint = out_dir / "checkpoint.pt"
         for epoch in range(start, experiment.train.epochs):
             loss = trainer.run_epoch()
-            accuracy = evaluate_head(trainer.head, valid)["accuracy"]
+            logits, labels = run.valid_logits()
+            accuracy = float((logits.argmax(1) == labels).float().mean())
             log.info(
                 "epoch %d/%d loss %.4f valid accuracy %.4f",
                 epoch + 1,
@@ -107,13 +148,14 @@ def train_experiment(experiment: Experiment, out_dir: Path, resume: Path | None 
                 accuracy,
             )
             save_checkpoint(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
-        metrics = evaluate_head(trainer.head, valid)
-        logits, labels = head_logits(trainer.head, valid), valid.labels
+        logits, labels = run.valid_logits()
+        metrics = classification_report(labels.numpy(), logits.argmax(1).numpy(), CLASSES)
+        tta_logits, _ = run.valid_logits(mirror_tta=True)
+        metrics["accuracy_mirror_tta"] = float((tta_logits.argmax(1) == labels).float().mean())
         temperature = fit_temperature(logits, labels)
+        probabilities = F.softmax(logits, 1).numpy()
         metrics["temperature"] = temperature
-        metrics["ece_before"] = expected_calibration_error(
-            F.softmax(logits, 1).numpy(), labels.numpy()
-        )
+        metrics["ece_before"] = expected_calibration_error(probabilities, labels.numpy())
         metrics["ece_after"] = expected_calibration_error(
             F.softmax(logits / temperature, 1).numpy(), labels.numpy()
         )
