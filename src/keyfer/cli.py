@@ -19,7 +19,7 @@ from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.records import RecordWriter
-from keyfer.landmarks import run_landmarks
+from keyfer.landmarks import landmarks_describer, run_images
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
@@ -103,7 +103,7 @@ def landmarks(
     echo = json_path is None and jsonl_path is None
     header = {"keyfer_version": __version__}
     with RecordWriter(json_path, jsonl_path, header, echo=echo) as writer:
-        summary = run_landmarks(paths, pipeline, writer, annotate)
+        summary = run_images(paths, landmarks_describer(pipeline), writer, annotate, "landmarks")
     if summary.images == 0:
         raise click.UsageError("no images found in " + ", ".join(map(str, paths)))
     if not ctx.obj["quiet"]:
@@ -235,3 +235,70 @@ def models() -> None:
             f"{name}: {len(record.classes)} classes ({', '.join(record.classes)}), "
             f"{size:.1f} MiB head, FERPlus Valid accuracy {valid}"
         )
+
+
+@main.command()
+@click.pass_context
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_path", type=_FILE, help="Write all records to one JSON file.")
+@click.option("--jsonl", "jsonl_path", type=_FILE, help="Stream records, one JSON line each.")
+@click.option("--csv", "csv_path", type=_FILE, help="One row per face with its probabilities.")
+@click.option("--annotate", type=_DIR, help="Save copies with boxes, labels and landmarks here.")
+@click.option(
+    "--model",
+    "model_name",
+    default="keyfer-ferplus",
+    show_default=True,
+    help="A shipped model name (see keyfer models) or a checkpoint path.",
+)
+@click.option("--tta", type=click.Choice(["flip"]), help="Average each face with its mirror.")
+@click.option(
+    "--tiling/--no-tiling",
+    default=True,
+    show_default=True,
+    help="Also search tiles for small faces.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+def predict(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    json_path: Path | None,
+    jsonl_path: Path | None,
+    csv_path: Path | None,
+    annotate: Path | None,
+    model_name: str,
+    tta: str | None,
+    tiling: bool,
+    device: str,
+    threads: int | None,
+) -> None:
+    """Recognise the expression of every face in images or folders (walked recursively).
+
+    Records extend those of `keyfer landmarks` with "expression": {"label", "probabilities"}
+    (calibrated, canonical class names) and "keypoint_importance" (RKFA weights per keypoint).
+    """
+    from keyfer.api import ExpressionRecognizer
+    from keyfer.io.annotate import draw_faces
+
+    recognizer = ExpressionRecognizer(
+        model_name, device, tiling=tiling, tta_flip=tta == "flip", threads=threads
+    )
+
+    def describe(image: np.ndarray, annotated: bool):
+        faces, results = recognizer.analyze(image)
+        labels = [f"{r.label} {r.probabilities[r.label]:.2f}" for r in results]
+        drawing = draw_faces(image, faces, labels) if annotated else None
+        return [r.to_record() for r in results], drawing
+
+    echo = json_path is None and jsonl_path is None and csv_path is None
+    header = {"keyfer_version": __version__, "model": recognizer.loaded.name}
+    with RecordWriter(
+        json_path, jsonl_path, header, echo=echo, csv_path=csv_path, classes=recognizer.classes
+    ) as writer:
+        summary = run_images(paths, describe, writer, annotate, "predict")
+    if summary.images == 0:
+        raise click.UsageError("no images found in " + ", ".join(map(str, paths)))
+    if not ctx.obj["quiet"]:
+        click.echo(summary.line(), err=True)
+    sys.exit(1 if summary.errors else 0)

@@ -1,13 +1,19 @@
-"""The ``keyfer landmarks`` job: images in, face records out, one bad file never stopping it."""
+"""Running a per-image job over paths: records out, one bad file never stopping the batch.
+
+``keyfer landmarks`` and ``keyfer predict`` are both :func:`run_images` with their own
+``describe`` function.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from keyfer.errors import KeyferError
@@ -17,6 +23,9 @@ from keyfer.io.images import find_images, read_image
 from keyfer.io.records import RecordWriter, face_records, image_record
 
 log = logging.getLogger(__name__)
+
+# image -> (face records, annotated copy or None when not asked for)
+Describe = Callable[[np.ndarray, bool], tuple[list[dict[str, Any]], np.ndarray | None]]
 
 
 @dataclass
@@ -46,25 +55,26 @@ def annotation_path(annotate_dir: Path, image_path: Path) -> Path:
     return annotate_dir / relative.with_suffix(".jpg")
 
 
-def run_landmarks(
+def run_images(
     paths: Iterable[str | os.PathLike[str]],
-    pipeline: FacePipeline,
+    describe: Describe,
     writer: RecordWriter,
     annotate_dir: Path | None = None,
+    desc: str = "images",
 ) -> RunSummary:
-    """Process every image under ``paths`` and write one record per image to ``writer``."""
+    """Apply ``describe`` to every image under ``paths``; write one record per image."""
     listing = find_images(paths)
     summary = RunSummary(skipped=listing.skipped, empty_folders=listing.empty_folders)
     if listing.images:
         for folder in listing.empty_folders:
             log.warning("no images found in %s", folder)
-    for path in tqdm(listing.images, desc="landmarks", unit="img", disable=None):
+    for path in tqdm(listing.images, desc=desc, unit="img", disable=None):
         summary.images += 1
         try:
             image = read_image(path)
-            faces = pipeline(image)
-            if annotate_dir is not None:
-                save_rgb(annotation_path(annotate_dir, path), draw_faces(image, faces))
+            faces, annotated = describe(image, annotate_dir is not None)
+            if annotated is not None:
+                save_rgb(annotation_path(annotate_dir, path), annotated)
         except (KeyferError, OSError) as error:
             summary.errors += 1
             log.error("%s", error)
@@ -72,5 +82,15 @@ def run_landmarks(
             continue
         summary.faces += len(faces)
         height, width = image.shape[:2]
-        writer.write(image_record(path, width, height, face_records(faces)))
+        writer.write(image_record(path, width, height, faces))
     return summary
+
+
+def landmarks_describer(pipeline: FacePipeline) -> Describe:
+    """The ``keyfer landmarks`` job: boxes, keypoints, iBUG-68 and the mesh."""
+
+    def describe(image: np.ndarray, annotate: bool):
+        faces = pipeline(image)
+        return face_records(faces), draw_faces(image, faces) if annotate else None
+
+    return describe

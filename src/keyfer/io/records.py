@@ -7,6 +7,7 @@ image pixels after EXIF rotation, a pixel's centre at integer + 0.5; mesh z is i
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,19 @@ import torch
 from keyfer.faces.pipeline import Faces
 
 SCHEMA_VERSION = 1
+CSV_COLUMNS = (
+    "path",
+    "frame",
+    "time_s",
+    "face",
+    "track_id",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "score",
+    "label",
+)
 _COORD_DECIMALS = 2
 _SCORE_DECIMALS = 4
 
@@ -57,9 +71,17 @@ def image_record(
     }
 
 
+def _summary(faces: list[dict[str, Any]]) -> str:
+    expressions = [f["expression"] for f in faces if "expression" in f]
+    if not expressions:
+        return f"{len(faces)} faces"
+    return ", ".join(f"{e['label']} {e['probabilities'][e['label']]:.2f}" for e in expressions)
+
+
 class RecordWriter:
-    """Writes records to ``--json`` (one document, written at close) and/or ``--jsonl``
-    (one line per record, flushed as it comes); ``echo`` prints a one-line summary per readable
+    """Writes records to ``--json`` (one document, written at close), ``--jsonl`` (one line per
+    record, flushed as it comes) and/or ``--csv`` (one row per face: :data:`CSV_COLUMNS`, then
+    ``p_<class>`` per class); ``echo`` prints a one-line summary per readable
     image to stdout (errors are logged). Use as a context manager."""
 
     def __init__(
@@ -68,9 +90,18 @@ class RecordWriter:
         jsonl_path: Path | None,
         header: dict[str, Any],
         echo: bool = False,
+        csv_path: Path | None = None,
+        classes: list[str] = (),
     ) -> None:
         self.json_path = json_path
         self.echo = echo
+        self._csv: IO[str] | None = None
+        if csv_path is not None:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            self._csv = csv_path.open("w", encoding="utf-8", newline="")
+            self._csv_writer = csv.writer(self._csv)
+            self._csv_writer.writerow([*CSV_COLUMNS, *(f"p_{c}" for c in classes)])
+            self._classes = list(classes)
         self.header = {"schema_version": SCHEMA_VERSION, **header}
         self.records: list[dict[str, Any]] = []
         self._jsonl: IO[str] | None = None
@@ -83,12 +114,22 @@ class RecordWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.echo and record["error"] is None:
-            print(f"{record['path']}: {len(record['faces'])} faces", flush=True)
+            print(f"{record['path']}: {_summary(record['faces'])}", flush=True)
         if self.json_path is not None:
             self.records.append(record)
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
+        if self._csv is not None:
+            for index, face in enumerate(record["faces"]):
+                expression = face.get("expression") or {"label": "", "probabilities": {}}
+                probabilities = [expression["probabilities"].get(c, "") for c in self._classes]
+                self._csv_writer.writerow([
+                    record["path"], record.get("frame", ""), record.get("time_s", ""), index,
+                    face.get("track_id", ""), *face["box"], face["score"], expression["label"],
+                    *probabilities,
+                ])  # fmt: skip
+            self._csv.flush()
 
     def __exit__(
         self,
@@ -96,8 +137,9 @@ class RecordWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
+        for stream in (self._jsonl, self._csv):
+            if stream is not None:
+                stream.close()
         if self.json_path is not None:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
             document = {**self.header, "records": self.records}

@@ -1,0 +1,98 @@
+"""`keyfer predict` and `ExpressionRecognizer` on the example image (with a small random head),
+and the shipped model on the example when it is there."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from keyfer.api import ExpressionRecognizer
+from keyfer.cli import main
+from keyfer.data.labels import CLASSES
+from keyfer.models.registry import list_models
+from keyfer.train.cached import build_head
+from keyfer.train.checkpoint import save_checkpoint
+from keyfer.train.config import Experiment
+from tests.conftest import EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    experiment = Experiment(name="random-head")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_checkpoint(
+        path, experiment, {"head": build_head(experiment.model).state_dict(), "epoch": 0}
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def recognizer(checkpoint):
+    return ExpressionRecognizer(str(checkpoint), device="cpu")
+
+
+def test_predict_accepts_paths_pil_and_arrays(recognizer):
+    from_path = recognizer.predict(EXAMPLE)
+    from_pil = recognizer.predict(Image.open(EXAMPLE))
+    from_array = recognizer.predict(np.asarray(Image.open(EXAMPLE).convert("RGB")))
+    assert len(from_path) == len(from_pil) == len(from_array) == 1
+    face = from_path[0]
+    assert set(face.probabilities) == set(CLASSES)
+    assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-3)
+    assert face.label == max(face.probabilities, key=face.probabilities.get)
+    assert len(face.keypoint_importance) == 68
+    assert all(0 < w < 1 for w in face.keypoint_importance)
+    assert from_pil[0].probabilities == from_path[0].probabilities
+    assert recognizer.predict_batch([EXAMPLE, EXAMPLE])[1][0].label == face.label
+
+
+def test_predict_cli_writes_json_and_csv(checkpoint, tmp_path):
+    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
+    missing = tmp_path / "missing.jpg"
+    args = [
+        "predict",
+        str(EXAMPLE),
+        str(missing),
+        "--model",
+        str(checkpoint),
+        "--json",
+        str(out_json),
+        "--csv",
+        str(out_csv),
+        "--annotate",
+        str(tmp_path / "ann"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1  # the missing file
+    document = json.loads(out_json.read_text())
+    assert document["schema_version"] == 1 and document["model"] == str(checkpoint)
+    good, bad = document["records"]
+    assert bad["error"] and bad["faces"] == []
+    face = good["faces"][0]
+    assert {"box", "landmarks68", "mesh", "expression", "keypoint_importance"} <= set(face)
+    assert list(face["expression"]["probabilities"]) == list(CLASSES)
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 1
+    assert rows[0]["label"] == face["expression"]["label"]
+    assert float(rows[0]["p_happiness"]) == face["expression"]["probabilities"]["happiness"]
+    assert list((tmp_path / "ann").rglob("astronaut.jpg"))
+
+
+def test_unknown_model_is_one_line():
+    result = CliRunner().invoke(main, ["predict", str(EXAMPLE), "--model", "no-such-model"])
+    assert result.exit_code == 1
+    assert "unknown model" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif("keyfer-ferplus" not in list_models(), reason="keyfer-ferplus is not shipped")
+def test_shipped_model_sees_the_astronaut_smile():
+    (face,) = ExpressionRecognizer(device="cpu").predict(EXAMPLE)
+    assert face.label == "happiness"
+    assert face.probabilities["happiness"] > 0.5
