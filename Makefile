@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (see README):
-#   make demo   - create .venv, install keyfer, run the main job on the bundled example
+#   make demo   - create .venv, install keyfer, recognise the expression on the bundled example
 #   make test   - create .venv, install keyfer with its test extra, fetch the mediapipe wheel, run the tests
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/keyfer landmarks examples/astronaut.png --json $(OUT)/astronaut.json --annotate $(OUT)/annotated
+	$(BIN)/keyfer predict examples/astronaut.png --json $(OUT)/astronaut.json --annotate $(OUT)/annotated --explain
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m keyfer.faces.convert --fetch-only

@@ -77,6 +77,8 @@ def test_predict_cli_writes_json_and_csv(checkpoint, tmp_path):
     assert bad["error"] and bad["faces"] == []
     face = good["faces"][0]
     assert {"box", "landmarks68", "mesh", "expression", "keypoint_importance"} <= set(face)
+    assert set(face["pose"]) == {"yaw", "pitch", "roll"} and abs(face["pose"]["yaw"]) < 15
+    assert face["reliable"] is True
     assert list(face["expression"]["probabilities"]) == list(CLASSES)
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 1

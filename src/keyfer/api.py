@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,18 @@ from PIL import Image
 from keyfer.device import resolve_device
 from keyfer.evaluate import load_model
 from keyfer.faces.pipeline import FacePipeline, Faces
+from keyfer.faces.pose import head_pose
 from keyfer.io.images import read_image, to_rgb_array
 from keyfer.io.records import face_records
+from keyfer.io.video import VideoSource
+from keyfer.tracking import FaceTracker
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+# A face is marked "reliable": false (never dropped) below these: FaceMesh presence, the box's
+# shorter side in pixels, and beyond this absolute yaw in degrees.
+RELIABLE_MIN_PRESENCE = 0.8
+RELIABLE_MIN_SIZE = 40.0
+RELIABLE_MAX_YAW = 60.0
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
 
@@ -25,12 +34,16 @@ ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 class Face:
     """One face: ``record`` holds the JSON face record (box, score, presence, keypoints6,
     landmarks68, mesh in image pixels, pixel centres at +0.5), ``label`` and ``probabilities``
-    (canonical class -> calibrated probability), ``keypoint_importance`` (K floats, RKFA)."""
+    (canonical class -> calibrated probability), ``keypoint_importance`` (K floats, RKFA),
+    ``pose`` (yaw, pitch, roll in degrees; see :mod:`keyfer.faces.pose`) and ``reliable``."""
 
     record: dict[str, Any]
     label: str
     probabilities: dict[str, float]
     keypoint_importance: list[float] | None
+    pose: dict[str, float]
+    reliable: bool
+    track_id: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON face record of ``keyfer predict``."""
@@ -38,7 +51,32 @@ class Face:
             **self.record,
             "expression": {"label": self.label, "probabilities": self.probabilities},
             "keypoint_importance": self.keypoint_importance,
+            "pose": self.pose,
+            "reliable": self.reliable,
+            **({} if self.track_id is None else {"track_id": self.track_id}),
         }
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One processed video frame: its ``frame`` index, ``time_s``, size, the ``faces`` found,
+    and the pipeline's :class:`Faces` and the RGB ``image`` (for drawing)."""
+
+    frame: int
+    time_s: float
+    width: int
+    height: int
+    faces: list[Face]
+    pipeline_faces: Faces
+    image: np.ndarray
+
+    def to_record(self, path: str) -> dict[str, Any]:
+        """The JSON record of this frame."""
+        return {
+            "path": path, "frame": self.frame, "time_s": round(self.time_s, 3),
+            "width": self.width, "height": self.height,
+            "faces": [f.to_record() for f in self.faces], "error": None,
+        }  # fmt: skip
 
 
 class ExpressionRecognizer:
@@ -64,6 +102,7 @@ class ExpressionRecognizer:
         self.loaded = load_model(model, self.device)
         self.pipeline = FacePipeline(self.device, tiling, detector_threshold)
         self.tta_flip = tta_flip
+        self.last_corrupt_frames = 0
 
     @property
     def classes(self) -> list[str]:
@@ -75,11 +114,22 @@ class ExpressionRecognizer:
         if len(faces) == 0:
             return faces, []
         probabilities, importance = self._expressions(faces.crops)
+        poses = head_pose(faces.mesh)
+        sizes = (faces.boxes[:, 2:] - faces.boxes[:, :2]).amin(dim=1)
+        reliable = (
+            (faces.presence >= RELIABLE_MIN_PRESENCE)
+            & (sizes >= RELIABLE_MIN_SIZE)
+            & (poses[:, 0].abs() <= RELIABLE_MAX_YAW)
+        )
         results = []
-        for record, p, weights in zip(face_records(faces), probabilities, importance, strict=True):
+        rows = zip(face_records(faces), probabilities, importance, poses, reliable, strict=True)
+        for record, p, weights, pose, ok in rows:
             named = {c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)}
             label = self.classes[int(p.argmax())]
-            results.append(Face(record, label, named, weights))
+            angles = {
+                k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), pose, strict=True)
+            }
+            results.append(Face(record, label, named, weights, angles, bool(ok)))
         return faces, results
 
     @torch.inference_mode()
@@ -105,6 +155,41 @@ class ExpressionRecognizer:
         else:
             array = to_rgb_array(image)
         return self.analyze(array)[1]
+
+    def predict_video(
+        self, source: str | os.PathLike[str] | int, every_n: int = 1, smooth: bool = False
+    ) -> Iterator[FrameResult]:
+        """Per-frame results of a video file or a camera index, every ``every_n``-th frame.
+
+        With ``smooth``, faces are tracked by IoU across frames; each gets a ``track_id`` and its
+        probabilities are an EMA over the track (:mod:`keyfer.tracking`). Corrupt frames are
+        skipped; :attr:`last_corrupt_frames` counts them for the latest video.
+        """
+        video = VideoSource(source if isinstance(source, int) else Path(source), every_n)
+        tracker = FaceTracker() if smooth else None
+        try:
+            for frame in video:
+                faces, results = self.analyze(frame.image)
+                if tracker is not None and results:
+                    results = self._smooth(tracker, results)
+                height, width = frame.image.shape[:2]
+                yield FrameResult(
+                    frame.index, frame.time_s, width, height, results, faces, frame.image
+                )
+        finally:
+            self.last_corrupt_frames = video.corrupt_frames
+            video.close()
+
+    def _smooth(self, tracker: FaceTracker, results: list[Face]) -> list[Face]:
+        boxes = np.array([r.record["box"] for r in results])
+        raw = np.array([[r.probabilities[c] for c in self.classes] for r in results])
+        ids, smoothed = tracker.update(boxes, raw)
+        out = []
+        for result, track_id, p in zip(results, ids, smoothed, strict=True):
+            named = {c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)}
+            label = self.classes[int(p.argmax())]
+            out.append(replace(result, label=label, probabilities=named, track_id=track_id))
+        return out
 
     def predict_batch(
         self, images: Sequence[ImageInput] | Iterable[ImageInput]

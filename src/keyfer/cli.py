@@ -239,11 +239,24 @@ def models() -> None:
 
 @main.command()
 @click.pass_context
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=_FILE, help="Write all records to one JSON file.")
 @click.option("--jsonl", "jsonl_path", type=_FILE, help="Stream records, one JSON line each.")
 @click.option("--csv", "csv_path", type=_FILE, help="One row per face with its probabilities.")
-@click.option("--annotate", type=_DIR, help="Save copies with boxes, labels and landmarks here.")
+@click.option("--annotate", type=_DIR, help="Save annotated images/videos (box, label, landmarks).")
+@click.option("--explain", is_flag=True, help="Add a heat overlay of keypoint importances.")
+@click.option("--save-crops", type=_DIR, help="Save each face's aligned 192x192 crop here.")
+@click.option("--camera", type=int, help="Run live on camera N (stop with Ctrl-C, or q in --show).")
+@click.option("--show", is_flag=True, help="Show annotated frames in a window (needs GUI OpenCV).")
+@click.option(
+    "--every",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Process every N-th video frame.",
+)
+@click.option("--smooth", is_flag=True, help="Track faces in videos and smooth probabilities.")
+@click.option("--tta", type=click.Choice(["flip"]), help="Average each face with its mirror.")
 @click.option(
     "--model",
     "model_name",
@@ -251,12 +264,11 @@ def models() -> None:
     show_default=True,
     help="A shipped model name (see keyfer models) or a checkpoint path.",
 )
-@click.option("--tta", type=click.Choice(["flip"]), help="Average each face with its mirror.")
 @click.option(
     "--tiling/--no-tiling",
     default=True,
     show_default=True,
-    help="Also search tiles for small faces.",
+    help="Also search tiles for small faces (off is faster, e.g. for video).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
@@ -267,38 +279,58 @@ def predict(
     jsonl_path: Path | None,
     csv_path: Path | None,
     annotate: Path | None,
-    model_name: str,
+    explain: bool,
+    save_crops: Path | None,
+    camera: int | None,
+    show: bool,
+    every: int,
+    smooth: bool,
     tta: str | None,
+    model_name: str,
     tiling: bool,
     device: str,
     threads: int | None,
 ) -> None:
-    """Recognise the expression of every face in images or folders (walked recursively).
+    """Recognise the expression of every face in images, folders (walked recursively), videos
+    (mp4, avi, mov, ...) or a camera.
 
     Records extend those of `keyfer landmarks` with "expression": {"label", "probabilities"}
-    (calibrated, canonical class names) and "keypoint_importance" (RKFA weights per keypoint).
+    (calibrated, canonical class names), "keypoint_importance", "pose" {"yaw", "pitch", "roll"}
+    in degrees and "reliable". A video gives one record per processed frame, with "frame" and
+    "time_s"; with --smooth each face also has a "track_id".
     """
     from keyfer.api import ExpressionRecognizer
-    from keyfer.io.annotate import draw_faces
+    from keyfer.predict import PredictJob, gui_available
 
+    if not paths and camera is None:
+        raise click.UsageError("give image/video PATHS or --camera N")
+    if show and not gui_available():
+        raise click.UsageError(
+            "--show needs OpenCV with GUI support; keyfer installs the headless build, so run "
+            "`pip install opencv-python` in this environment to get windows"
+        )
     recognizer = ExpressionRecognizer(
         model_name, device, tiling=tiling, tta_flip=tta == "flip", threads=threads
     )
-
-    def describe(image: np.ndarray, annotated: bool):
-        faces, results = recognizer.analyze(image)
-        labels = [f"{r.label} {r.probabilities[r.label]:.2f}" for r in results]
-        drawing = draw_faces(image, faces, labels) if annotated else None
-        return [r.to_record() for r in results], drawing
-
     echo = json_path is None and jsonl_path is None and csv_path is None
     header = {"keyfer_version": __version__, "model": recognizer.loaded.name}
     with RecordWriter(
         json_path, jsonl_path, header, echo=echo, csv_path=csv_path, classes=recognizer.classes
     ) as writer:
-        summary = run_images(paths, describe, writer, annotate, "predict")
+        job = PredictJob(recognizer, writer, annotate, explain, save_crops, every, smooth, show)
+        if camera is not None:
+            try:
+                job.run_video(camera)
+            except KeyboardInterrupt:
+                pass
+            return
+
+        def describe(image: np.ndarray, annotated: bool):
+            return job.describe(image, annotated)
+
+        summary = run_images(paths, describe, writer, annotate, "predict", job.run_video)
     if summary.images == 0:
-        raise click.UsageError("no images found in " + ", ".join(map(str, paths)))
+        raise click.UsageError("no images or videos found in " + ", ".join(map(str, paths)))
     if not ctx.obj["quiet"]:
         click.echo(summary.line(), err=True)
     sys.exit(1 if summary.errors else 0)

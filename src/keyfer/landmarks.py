@@ -19,8 +19,9 @@ from tqdm import tqdm
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import FacePipeline
 from keyfer.io.annotate import draw_faces, save_rgb
-from keyfer.io.images import find_images, read_image
+from keyfer.io.images import IMAGE_EXTENSIONS, find_images, read_image
 from keyfer.io.records import RecordWriter, face_records, image_record
+from keyfer.io.video import VIDEO_EXTENSIONS, is_video
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ Describe = Callable[[np.ndarray, bool], tuple[list[dict[str, Any]], np.ndarray |
 
 @dataclass
 class RunSummary:
-    """Counts of one run; ``errors`` are inputs that could not be read or processed."""
+    """Counts of one run; ``errors`` are inputs that could not be read or processed
+    (``images`` counts every input, videos included)."""
 
     images: int = 0
     faces: int = 0
@@ -61,9 +63,15 @@ def run_images(
     writer: RecordWriter,
     annotate_dir: Path | None = None,
     desc: str = "images",
+    handle_video: Callable[[Path], int] | None = None,
 ) -> RunSummary:
-    """Apply ``describe`` to every image under ``paths``; write one record per image."""
-    listing = find_images(paths)
+    """Apply ``describe`` to every image under ``paths``; write one record per image.
+
+    With ``handle_video``, video files (named, or found in folders) go to it instead; it writes
+    its own per-frame records and returns the number of faces it found.
+    """
+    extensions = IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if handle_video else frozenset())
+    listing = find_images(paths, extensions)
     summary = RunSummary(skipped=listing.skipped, empty_folders=listing.empty_folders)
     if listing.images:
         for folder in listing.empty_folders:
@@ -71,6 +79,9 @@ def run_images(
     for path in tqdm(listing.images, desc=desc, unit="img", disable=None):
         summary.images += 1
         try:
+            if handle_video is not None and is_video(path):
+                summary.faces += handle_video(path)
+                continue
             image = read_image(path)
             faces, annotated = describe(image, annotate_dir is not None)
             if annotated is not None:

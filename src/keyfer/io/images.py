@@ -101,14 +101,16 @@ class ImageListing:
     empty_folders: list[Path] = field(default_factory=list)
 
 
-def find_images(paths: StrPath | Iterable[StrPath]) -> ImageListing:
+def find_images(
+    paths: StrPath | Iterable[StrPath], extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> ImageListing:
     """List the images in ``paths``, in the order given.
 
     A named file is always kept, whatever its extension and even if it does not exist, so that
     reading it reports the problem. A folder is walked recursively (each folder's files, then its
     subfolders, both sorted by name), keeping files whose lower-cased suffix is in
-    :data:`IMAGE_EXTENSIONS`; hidden files and folders (name starting with ``.``) inside it are
-    ignored.
+    ``extensions`` (:data:`IMAGE_EXTENSIONS` by default); hidden files and folders (name
+    starting with ``.``) inside it are ignored.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -117,19 +119,19 @@ def find_images(paths: StrPath | Iterable[StrPath]) -> ImageListing:
         if not path.is_dir():
             listing.images.append(path)
             continue
-        found = _walk_folder(path, listing)
+        found = _walk_folder(path, listing, extensions)
         if not found:
             listing.empty_folders.append(path)
     return listing
 
 
-def _walk_folder(folder: Path, listing: ImageListing) -> int:
+def _walk_folder(folder: Path, listing: ImageListing, extensions: frozenset[str]) -> int:
     """Append the images under ``folder`` to ``listing``; return how many were found."""
     found = 0
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(f for f in files if not f.startswith(".")):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if Path(name).suffix.lower() in extensions:
                 listing.images.append(Path(root, name))
                 found += 1
             else:

@@ -1,0 +1,84 @@
+"""`keyfer predict` on videos: one record per processed frame, tracking, bad videos."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keyfer.cli import main
+from keyfer.tracking import FaceTracker
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, astronaut):
+    """Six 256x256 frames of the example face drifting right, as mp4."""
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (256, 256))
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    for shift in range(6):
+        frame = np.roll(small, 4 * shift, axis=1)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_video_gives_one_record_per_processed_frame_with_tracks(clip, tmp_path):
+    out = tmp_path / "video.jsonl"
+    args = [
+        "predict",
+        str(clip),
+        "--every",
+        "2",
+        "--smooth",
+        "--no-tiling",
+        "--jsonl",
+        str(out),
+        "--annotate",
+        str(tmp_path / "ann"),
+        "--csv",
+        str(tmp_path / "v.csv"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 2, 4]
+    assert records[1]["time_s"] == pytest.approx(0.2)
+    assert all(len(r["faces"]) == 1 for r in records)
+    assert {r["faces"][0]["track_id"] for r in records} == {0}
+    assert (tmp_path / "ann" / "clip.mp4").stat().st_size > 0
+    assert len((tmp_path / "v.csv").read_text().splitlines()) == 4
+
+
+def test_a_file_that_is_not_a_video_is_an_error_record(tmp_path):
+    bogus = tmp_path / "broken.mp4"
+    bogus.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(main, ["predict", str(bogus), "--json", str(out)])
+    assert result.exit_code == 1
+    (record,) = json.loads(out.read_text())["records"]
+    assert "cannot open video" in record["error"]
+
+
+def test_show_without_gui_is_one_line(clip):
+    result = CliRunner().invoke(main, ["predict", str(clip), "--show"])
+    assert result.exit_code == 2
+    assert "pip install opencv-python" in result.output
+
+
+def test_tracker_keeps_ids_and_smooths():
+    tracker = FaceTracker()
+    ids, first = tracker.update(
+        np.array([[0, 0, 10, 10.0], [50, 50, 60, 60.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    )
+    assert ids == [0, 1]
+    ids, smoothed = tracker.update(
+        np.array([[51, 50, 61, 60.0], [1, 0, 11, 10.0]]), np.array([[1.0, 0.0], [1.0, 0.0]])
+    )
+    assert ids == [1, 0]
+    assert smoothed[0, 0] == pytest.approx(0.6) and smoothed[1, 0] == pytest.approx(1.0)
+    ids, _ = tracker.update(np.array([[200, 200, 210, 210.0]]), np.array([[0.5, 0.5]]))
+    assert ids == [2]
