@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from keyfer.device import resolve_device
+from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
+from keyfer.export import OnnxCropNetwork, cached_export
 from keyfer.faces.pipeline import FacePipeline, Faces
 from keyfer.faces.pose import head_pose
 from keyfer.io.images import read_image, to_rgb_array
@@ -84,7 +86,9 @@ class ExpressionRecognizer:
 
     ``model`` is a shipped model name (``keyfer models``) or a checkpoint path; ``device`` is
     auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces (off for speed);
-    ``tta_flip`` averages each face with its mirror image; ``threads`` sets torch's CPU threads.
+    ``tta_flip`` averages each face with its mirror image; ``threads`` sets CPU threads.
+    ``backend="onnx"`` runs the crop network with onnxruntime: ``onnx_path`` if given, else an
+    export made once into ``~/.cache/keyfer/onnx`` (needs the ``onnx`` extra).
     """
 
     def __init__(
@@ -95,11 +99,23 @@ class ExpressionRecognizer:
         tiling: bool = True,
         tta_flip: bool = False,
         threads: int | None = None,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        if backend not in ("torch", "onnx"):
+            raise KeyferError(f"unknown backend {backend!r}; use torch or onnx")
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.loaded = load_model(model, self.device)
+        self.onnx = None
+        if backend == "onnx":
+            path = (
+                Path(onnx_path)
+                if onnx_path
+                else cached_export(self.loaded.model, self.loaded.name, self.loaded.digest)
+            )
+            self.onnx = OnnxCropNetwork(path, threads)
         self.pipeline = FacePipeline(self.device, tiling, detector_threshold)
         self.tta_flip = tta_flip
         self.last_corrupt_frames = 0
@@ -137,16 +153,22 @@ class ExpressionRecognizer:
         crops = crops.to(self.device)
         if self.loaded.color_mode == "gray3":
             crops = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-        model = self.loaded.model
-        out = model(crops)
-        logits = out.logits
+        logits, importance = self._run(crops)
         if self.tta_flip:
-            logits = (logits + model(crops.flip(-1)).logits) / 2
+            logits = (logits + self._run(crops.flip(-1))[0]) / 2
         probabilities = torch.softmax(logits.float() / self.loaded.temperature, 1).cpu().numpy()
-        if out.importance is None:
+        if importance is None:
             return probabilities, [None] * len(crops)
-        importance = [[round(float(w), 4) for w in row] for row in out.importance.float().cpu()]
+        importance = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
         return probabilities, importance
+
+    def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, C) and keypoint importance (B, K) or None for model-ready crops."""
+        if self.onnx is not None:
+            _, logits, importance = self.onnx(crops.float().cpu().numpy())
+            return torch.from_numpy(logits), torch.from_numpy(importance)
+        out = self.loaded.model(crops)
+        return out.logits, out.importance
 
     def predict(self, image: ImageInput) -> list[Face]:
         """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB)."""

@@ -42,9 +42,8 @@ class _Group(click.Group):
 def main(ctx: click.Context, quiet: bool) -> None:
     """keyfer: facial expression recognition with Keypoint Features."""
     ctx.obj = {"quiet": quiet}
-    logging.basicConfig(
-        level=logging.ERROR if quiet else logging.INFO, format="keyfer: %(levelname)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
+    logging.getLogger("keyfer").setLevel(logging.ERROR if quiet else logging.INFO)
 
 
 @main.command()
@@ -270,6 +269,13 @@ def models() -> None:
     show_default=True,
     help="Also search tiles for small faces (off is faster, e.g. for video).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="Run the crop network with PyTorch or onnxruntime (needs keyfer[onnx]).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 def predict(
@@ -288,6 +294,7 @@ def predict(
     tta: str | None,
     model_name: str,
     tiling: bool,
+    backend: str,
     device: str,
     threads: int | None,
 ) -> None:
@@ -310,7 +317,7 @@ def predict(
             "`pip install opencv-python` in this environment to get windows"
         )
     recognizer = ExpressionRecognizer(
-        model_name, device, tiling=tiling, tta_flip=tta == "flip", threads=threads
+        model_name, device, tiling=tiling, tta_flip=tta == "flip", threads=threads, backend=backend
     )
     echo = json_path is None and jsonl_path is None and csv_path is None
     header = {"keyfer_version": __version__, "model": recognizer.loaded.name}
@@ -334,3 +341,42 @@ def predict(
     if not ctx.obj["quiet"]:
         click.echo(summary.line(), err=True)
     sys.exit(1 if summary.errors else 0)
+
+
+@main.command()
+@click.argument("out", type=_FILE)
+@click.option(
+    "--model",
+    "model_name",
+    default="keyfer-ferplus",
+    show_default=True,
+    help="A shipped model name or a checkpoint path.",
+)
+@click.option(
+    "--format", "export_format", type=click.Choice(["onnx"]), default="onnx", show_default=True
+)
+def export(out: Path, model_name: str, export_format: str) -> None:
+    """Export the aligned-crop -> (mesh, logits, importance) network to OUT (needs keyfer[onnx]).
+
+    The export is checked against PyTorch with onnxruntime; the largest differences go to
+    OUT with a .json suffix.
+    """
+    import json
+
+    from keyfer.evaluate import load_model
+    from keyfer.export import export_onnx
+
+    loaded = load_model(model_name, torch.device("cpu"))
+    differences = export_onnx(loaded.model, out)
+    record = {
+        "model": loaded.name,
+        "format": export_format,
+        "max_abs_difference": differences,
+        "temperature": loaded.temperature,
+        "classes": loaded.classes,
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    click.echo(
+        f"wrote {out}; max |onnxruntime - torch|: "
+        + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
+    )

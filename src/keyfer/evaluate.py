@@ -41,6 +41,7 @@ class LoadedModel:
     color_mode: str
     margin: float
     padding: str
+    digest: str = ""
 
 
 def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
