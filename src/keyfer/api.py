@@ -86,7 +86,8 @@ class ExpressionRecognizer:
 
     ``model`` is a shipped model name (``keyfer models``) or a checkpoint path; ``device`` is
     auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces (off for speed);
-    ``tta_flip`` averages each face with its mirror image; ``threads`` sets CPU threads.
+    ``tta_flip`` averages each face with its mirror image; ``threads`` sets CPU threads;
+    ``batch_size`` caps the faces per network call in :meth:`predict_batch`.
     ``backend="onnx"`` runs the crop network with onnxruntime: ``onnx_path`` if given, else an
     export made once into ``~/.cache/keyfer/onnx`` (needs the ``onnx`` extra).
     """
@@ -97,6 +98,7 @@ class ExpressionRecognizer:
         device: str = "auto",
         detector_threshold: float = 0.5,
         tiling: bool = True,
+        batch_size: int = 32,
         tta_flip: bool = False,
         threads: int | None = None,
         backend: str = "torch",
@@ -118,6 +120,7 @@ class ExpressionRecognizer:
             self.onnx = OnnxCropNetwork(path, threads)
         self.pipeline = FacePipeline(self.device, tiling, detector_threshold)
         self.tta_flip = tta_flip
+        self.batch_size = batch_size
         self.last_corrupt_frames = 0
 
     @property
@@ -127,9 +130,27 @@ class ExpressionRecognizer:
     def analyze(self, image: np.ndarray) -> tuple[Faces, list[Face]]:
         """The pipeline's :class:`Faces` and one :class:`Face` each for an (H, W, 3) RGB image."""
         faces = self.pipeline(image)
+        return faces, self._describe(faces, *self._expressions(faces.crops))
+
+    def analyze_batch(self, images: Sequence[np.ndarray]) -> list[tuple[Faces, list[Face]]]:
+        """:meth:`analyze` for many images, with FaceMesh and the expression network run on up
+        to ``batch_size`` faces at a time across images."""
+        all_faces = self.pipeline.batch(images, self.batch_size)
+        crops = torch.cat([faces.crops for faces in all_faces])
+        chunks = [self._expressions(chunk) for chunk in crops.split(self.batch_size)]
+        probabilities = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, 0))
+        importance = [row for c in chunks for row in c[1]]
+        results, start = [], 0
+        for faces in all_faces:
+            stop = start + len(faces)
+            described = self._describe(faces, probabilities[start:stop], importance[start:stop])
+            results.append((faces, described))
+            start = stop
+        return results
+
+    def _describe(self, faces: Faces, probabilities: np.ndarray, importance: list) -> list[Face]:
         if len(faces) == 0:
-            return faces, []
-        probabilities, importance = self._expressions(faces.crops)
+            return []
         poses = head_pose(faces.mesh)
         sizes = (faces.boxes[:, 2:] - faces.boxes[:, :2]).amin(dim=1)
         reliable = (
@@ -146,13 +167,20 @@ class ExpressionRecognizer:
                 k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), pose, strict=True)
             }
             results.append(Face(record, label, named, weights, angles, bool(ok)))
-        return faces, results
+        return results
 
-    @torch.inference_mode()
-    def _expressions(self, crops: torch.Tensor) -> tuple[np.ndarray, list]:
+    def model_input(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 192, 192) RGB crops in [0, 1] -> the model's input (gray3 models: luma x 3)."""
         crops = crops.to(self.device)
         if self.loaded.color_mode == "gray3":
             crops = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        return crops
+
+    @torch.inference_mode()
+    def _expressions(self, crops: torch.Tensor) -> tuple[np.ndarray, list]:
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32), []
+        crops = self.model_input(crops)
         logits, importance = self._run(crops)
         if self.tta_flip:
             logits = (logits + self._run(crops.flip(-1))[0]) / 2
@@ -172,11 +200,13 @@ class ExpressionRecognizer:
 
     def predict(self, image: ImageInput) -> list[Face]:
         """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB)."""
+        return self.analyze(self._as_array(image))[1]
+
+    @staticmethod
+    def _as_array(image: ImageInput) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
-            array = read_image(image)
-        else:
-            array = to_rgb_array(image)
-        return self.analyze(array)[1]
+            return read_image(image)
+        return to_rgb_array(image)
 
     def predict_video(
         self, source: str | os.PathLike[str] | int, every_n: int = 1, smooth: bool = False

@@ -380,3 +380,40 @@ def export(out: Path, model_name: str, export_format: str) -> None:
         f"wrote {out}; max |onnxruntime - torch|: "
         + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
     )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_name", default="keyfer-ferplus", show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["torch", "onnx", "all"]), default="all", show_default=True
+)
+@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@click.option("--out", type=_FILE, help="Also write the JSON here.")
+def bench(
+    paths: tuple[Path, ...],
+    model_name: str,
+    backend: str,
+    repeats: int,
+    threads: int | None,
+    out: Path | None,
+) -> None:
+    """Measure speed on examples/ and PATHS: ms per stage, faces/s at batch 1 and 32, crops/s,
+    640x480 stream fps and peak memory; prints a JSON table."""
+    import json
+
+    from keyfer.bench import run_bench
+
+    if threads:
+        torch.set_num_threads(threads)
+    backends = ["torch", "onnx"] if backend == "all" else [backend]
+    inputs = [Path("examples"), *paths] if Path("examples").is_dir() else list(paths)
+    if not inputs:
+        raise click.UsageError("no examples/ folder here: give image PATHS")
+    result = run_bench(inputs, model_name, backends, repeats)
+    text = json.dumps(result, indent=1)
+    click.echo(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

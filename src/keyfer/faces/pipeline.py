@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from keyfer.faces import align
-from keyfer.faces.detector import FaceDetector
-from keyfer.faces.facemesh import FaceMesh
+from keyfer.faces.detector import Detections, FaceDetector
+from keyfer.faces.facemesh import FaceMesh, FaceMeshOutput
 from keyfer.faces.ibug68 import ibug68
 
 DEFAULT_MIN_PRESENCE = 0.5
@@ -40,6 +40,16 @@ class Faces:
         return len(self.scores)
 
 
+@dataclass(frozen=True)
+class Located:
+    """Faces found and aligned in one image, before FaceMesh: the detections, their (N, 2, 3)
+    ``crop_to_image`` transforms and (N, 3, 192, 192) RGB ``crops`` in [0, 1]."""
+
+    detections: Detections
+    crop_to_image: torch.Tensor
+    crops: torch.Tensor
+
+
 class FacePipeline:
     """Detector + alignment + FaceMesh, frozen, for images of any size.
 
@@ -61,8 +71,8 @@ class FacePipeline:
         self.refine = refine
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, taps: Iterable[int] = ()) -> Faces:
-        """Find the faces of an (H, W, 3) uint8 RGB image and their landmarks."""
+    def locate(self, image: np.ndarray) -> Located:
+        """Detection and alignment (and the ``refine`` passes) of one (H, W, 3) RGB image."""
         detections = self.detector(image)
         crop_to_image = align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
         for _ in range(self.refine):
@@ -70,11 +80,14 @@ class FacePipeline:
             out = self.facemesh(crops.to(self.device))
             mesh = align.mesh_to_image(crop_to_image, out.mesh.float().cpu())
             crop_to_image = align.crop_to_image_from_mesh(mesh)
-        crops = align.extract_crops(image, crop_to_image)
-        out = self.facemesh(crops.to(self.device), taps=taps)
+        return Located(detections, crop_to_image, align.extract_crops(image, crop_to_image))
+
+    def finish(self, located: Located, out: FaceMeshOutput) -> Faces:
+        """:class:`Faces` from located faces and FaceMesh's output on their crops."""
         keep = (out.presence >= self.min_presence).cpu()
-        crop_to_image = crop_to_image[keep]
+        crop_to_image = located.crop_to_image[keep]
         mesh = align.mesh_to_image(crop_to_image, out.mesh.float().cpu()[keep])
+        detections = located.detections
         return Faces(
             boxes=detections.boxes[keep],
             scores=detections.scores[keep],
@@ -83,6 +96,29 @@ class FacePipeline:
             mesh=mesh,
             landmarks68=ibug68(mesh[..., :2]),
             crop_to_image=crop_to_image,
-            crops=crops[keep],
+            crops=located.crops[keep],
             taps={s: t[keep.to(t.device)] for s, t in out.taps.items()},
         )
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, taps: Iterable[int] = ()) -> Faces:
+        """Find the faces of an (H, W, 3) uint8 RGB image and their landmarks."""
+        located = self.locate(image)
+        return self.finish(located, self.facemesh(located.crops.to(self.device), taps=taps))
+
+    @torch.inference_mode()
+    def batch(self, images: Sequence[np.ndarray], batch_size: int = 32) -> list[Faces]:
+        """:meth:`__call__` for many images, with FaceMesh run on up to ``batch_size`` crops at
+        a time across images (faster per face); no taps."""
+        located = [self.locate(image) for image in images]
+        crops = torch.cat([found.crops for found in located])
+        outputs = [self.facemesh(chunk.to(self.device)) for chunk in crops.split(batch_size)]
+        mesh = torch.cat([o.mesh for o in outputs]) if outputs else torch.zeros(0, 468, 3)
+        presence = torch.cat([o.presence for o in outputs]) if outputs else torch.zeros(0)
+        faces, start = [], 0
+        for found in located:
+            stop = start + len(found.crops)
+            out = FaceMeshOutput(mesh[start:stop], presence[start:stop], {})
+            faces.append(self.finish(found, out))
+            start = stop
+        return faces

@@ -1,0 +1,118 @@
+"""``keyfer bench``: speed of the expression pipeline on this machine (a benchmark, not a test).
+
+Per backend: ms per stage for one image at a time (decode, detection, alignment, FaceMesh for
+the landmarks, FaceMesh with Keypoint Features on the model's input, head), end-to-end faces/s
+at batch 1 and batch 32, aligned crops/s through the crop network at batch 32, frames/s on one
+640x480 stream (no tiling), and the peak resident memory.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from keyfer import __version__
+from keyfer.api import ExpressionRecognizer
+from keyfer.faces import align
+from keyfer.io.images import find_images, read_image
+
+STREAM_SIZE = (640, 480)
+
+
+def _median_ms(run: Callable[[], Any], repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def _stage_ms(recognizer: ExpressionRecognizer, path: Path, repeats: int) -> dict[str, float]:
+    image = read_image(path)
+    pipeline, loaded = recognizer.pipeline, recognizer.loaded
+    detections = pipeline.detector(image)
+    transforms = align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
+    crops = align.extract_crops(image, transforms)
+    model_crops = recognizer.model_input(crops)
+    stages = {
+        "decode": lambda: read_image(path),
+        "detection": lambda: pipeline.detector(image),
+        "alignment": lambda: align.extract_crops(
+            image, align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
+        ),
+        "mesh": lambda: pipeline.facemesh(crops),
+    }
+    if recognizer.onnx is None:
+        features = loaded.model.features(model_crops)
+        stages["mesh_with_kf"] = lambda: loaded.model.features(model_crops)
+        stages["head"] = lambda: loaded.model.head(
+            features.keypoint_features, features.global_feature
+        )
+    else:
+        stages["mesh_with_kf_and_head"] = lambda: recognizer.onnx(model_crops.numpy())
+    with torch.inference_mode():
+        return {name: round(_median_ms(run, repeats), 3) for name, run in stages.items()}
+
+
+def _faces_per_second(run: Callable[[], int], repeats: int) -> float:
+    run()
+    start, faces = time.perf_counter(), 0
+    for _ in range(repeats):
+        faces += run()
+    return round(faces / (time.perf_counter() - start), 2)
+
+
+def bench_backend(backend: str, model: str, paths: list[Path], repeats: int) -> dict[str, Any]:
+    """Every figure of one backend; ``paths`` are the photos (at least one)."""
+    recognizer = ExpressionRecognizer(model, device="cpu", backend=backend)
+    images = [read_image(p) for p in paths]
+    per_image = {str(p): _stage_ms(recognizer, p, repeats) for p in paths}
+    batch = (images * 32)[: max(32, len(images))]
+    stream = ExpressionRecognizer(model, device="cpu", backend=backend, tiling=False)
+    frame = np.zeros((STREAM_SIZE[1], STREAM_SIZE[0], 3), np.uint8)
+    face = cv2.resize(images[0], (STREAM_SIZE[1], STREAM_SIZE[1]), interpolation=cv2.INTER_AREA)
+    frame[:, 80 : 80 + STREAM_SIZE[1]] = face
+    crops = torch.rand(32, 3, 192, 192)
+    if recognizer.onnx is None:
+        crop_network = lambda: recognizer.loaded.model(crops)  # noqa: E731
+    else:
+        crop_network = lambda: recognizer.onnx(crops.numpy())  # noqa: E731
+    with torch.inference_mode():
+        crops_per_s = round(32 / (_median_ms(crop_network, repeats) / 1000), 1)
+    stream_ms = _median_ms(lambda: stream.analyze(frame), repeats)
+    return {
+        "stage_ms_batch1": per_image,
+        "faces_per_s_batch1": _faces_per_second(
+            lambda: sum(len(recognizer.analyze(i)[1]) for i in images), repeats
+        ),
+        "faces_per_s_batch32": _faces_per_second(
+            lambda: sum(len(f) for _, f in recognizer.analyze_batch(batch)), max(1, repeats // 4)
+        ),
+        "crop_network_crops_per_s_batch32": crops_per_s,
+        "stream_640x480_fps": round(1000 / stream_ms, 1),
+    }
+
+
+def run_bench(paths: list[Path], model: str, backends: list[str], repeats: int) -> dict[str, Any]:
+    """The whole benchmark as a JSON-ready dict."""
+    images = find_images(paths).images
+    if not images:
+        raise ValueError("no images to benchmark")
+    result: dict[str, Any] = {
+        "keyfer_version": __version__, "model": model, "images": [str(p) for p in images],
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "backends": {b: bench_backend(b, model, images, repeats) for b in backends},
+    }  # fmt: skip
+    result["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
