@@ -19,7 +19,7 @@ from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.records import RecordWriter
-from keyfer.landmarks import landmarks_describer, run_images
+from keyfer.landmarks import RunSummary, landmarks_describer, run_images
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
@@ -44,6 +44,16 @@ def main(ctx: click.Context, quiet: bool) -> None:
     ctx.obj = {"quiet": quiet}
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     logging.getLogger("keyfer").setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+def _finish_run(ctx: click.Context, summary: RunSummary, paths, what: str) -> None:
+    """The end of a per-image run: usage error if nothing was found, the summary line, and the
+    exit code (1 when some input could not be read)."""
+    if summary.images == 0:
+        raise click.UsageError(f"no {what} found in " + ", ".join(map(str, paths)))
+    if not ctx.obj["quiet"]:
+        click.echo(summary.line(), err=True)
+    sys.exit(1 if summary.errors else 0)
 
 
 @main.command()
@@ -103,11 +113,7 @@ def landmarks(
     header = {"keyfer_version": __version__}
     with RecordWriter(json_path, jsonl_path, header, echo=echo) as writer:
         summary = run_images(paths, landmarks_describer(pipeline), writer, annotate, "landmarks")
-    if summary.images == 0:
-        raise click.UsageError("no images found in " + ", ".join(map(str, paths)))
-    if not ctx.obj["quiet"]:
-        click.echo(summary.line(), err=True)
-    sys.exit(1 if summary.errors else 0)
+    _finish_run(ctx, summary, paths, "images")
 
 
 @main.command()
@@ -336,11 +342,7 @@ def predict(
             return job.describe(image, annotated)
 
         summary = run_images(paths, describe, writer, annotate, "predict", job.run_video)
-    if summary.images == 0:
-        raise click.UsageError("no images or videos found in " + ", ".join(map(str, paths)))
-    if not ctx.obj["quiet"]:
-        click.echo(summary.line(), err=True)
-    sys.exit(1 if summary.errors else 0)
+    _finish_run(ctx, summary, paths, "images or videos")
 
 
 @main.command()
