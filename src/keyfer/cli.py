@@ -271,9 +271,8 @@ def models() -> None:
 )
 @click.option(
     "--tiling/--no-tiling",
-    default=True,
-    show_default=True,
-    help="Also search tiles for small faces (off is faster, e.g. for video).",
+    default=None,
+    help="Also search tiles for small faces. Default: on for photos, off for videos and cameras.",
 )
 @click.option(
     "--backend",
@@ -299,7 +298,7 @@ def predict(
     smooth: bool,
     tta: str | None,
     model_name: str,
-    tiling: bool,
+    tiling: bool | None,
     backend: str,
     device: str,
     threads: int | None,
@@ -323,14 +322,29 @@ def predict(
             "`pip install opencv-python` in this environment to get windows"
         )
     recognizer = ExpressionRecognizer(
-        model_name, device, tiling=tiling, tta_flip=tta == "flip", threads=threads, backend=backend
+        model_name,
+        device,
+        tiling=tiling is not False,
+        tta_flip=tta == "flip",
+        threads=threads,
+        backend=backend,
     )
     echo = json_path is None and jsonl_path is None and csv_path is None
     header = {"keyfer_version": __version__, "model": recognizer.loaded.name}
     with RecordWriter(
         json_path, jsonl_path, header, echo=echo, csv_path=csv_path, classes=recognizer.classes
     ) as writer:
-        job = PredictJob(recognizer, writer, annotate, explain, save_crops, every, smooth, show)
+        job = PredictJob(
+            recognizer,
+            writer,
+            annotate,
+            explain,
+            save_crops,
+            every,
+            smooth,
+            show,
+            video_tiling=bool(tiling),
+        )
         if camera is not None:
             try:
                 job.run_video(camera)

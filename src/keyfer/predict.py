@@ -40,7 +40,8 @@ def draw_importance(image: np.ndarray, points: np.ndarray, importance: np.ndarra
 @dataclass
 class PredictJob:
     """What to draw and save besides the records: ``explain`` adds the keypoint-importance heat
-    overlay to annotations, ``crops_dir`` receives each face's aligned crop."""
+    overlay to annotations, ``crops_dir`` receives each face's aligned crop. Videos run the
+    detector with tiling only when ``video_tiling`` (it costs more than a frame's budget)."""
 
     recognizer: ExpressionRecognizer
     writer: RecordWriter
@@ -50,6 +51,7 @@ class PredictJob:
     every_n: int = 1
     smooth: bool = False
     show: bool = False
+    video_tiling: bool = False
 
     def draw(self, image: np.ndarray, faces: Faces, results: list[Face]) -> np.ndarray:
         """The annotated copy: boxes, labels with probabilities, landmarks, and the heat map."""
@@ -88,6 +90,8 @@ class PredictJob:
         if self.annotate_dir is not None:
             writer = VideoWriter(self.annotate_dir / f"{name}.mp4", 30.0 / self.every_n)
         found = 0
+        detector = self.recognizer.pipeline.detector
+        photo_tiling, detector.tiling = detector.tiling, self.video_tiling
         try:
             frames = self.recognizer.predict_video(source, self.every_n, self.smooth)
             for result in frames:
@@ -103,6 +107,7 @@ class PredictJob:
                     if self.show and not _show(drawing):
                         break
         finally:
+            detector.tiling = photo_tiling
             if writer is not None:
                 writer.close()
         if self.recognizer.last_corrupt_frames:
