@@ -138,14 +138,18 @@ class CachedTrainer:
 
 
 @torch.inference_mode()
-def head_logits(head: NKFHead, data: CachedData, mirror_tta: bool = False) -> torch.Tensor:
-    """(N, n_classes) logits on the clean view, averaged with the mirror view for ``mirror_tta``."""
+def head_logits(
+    head: NKFHead, data: CachedData, mirror_tta: bool = False, perturbed: bool = False
+) -> torch.Tensor:
+    """(N, n_classes) logits on the clean view (or, with ``perturbed``, its landmark-perturbed
+    view), averaged with the mirror view for ``mirror_tta``."""
     head.eval()
+    slot = 2 if perturbed else 0
     outs = []
     for index in torch.arange(len(data)).split(1024):
-        logits = head(data.kf[index, 0].float(), data.global_feature[index, 0].float()).logits
+        logits = head(data.kf[index, slot].float(), data.global_feature[index, 0].float()).logits
         if mirror_tta:
-            mirrored = head(data.kf[index, 1].float(), data.global_feature[index, 1].float()).logits
-            logits = (logits + mirrored) / 2
+            kf, global_feature = data.kf[index, slot + 1].float(), data.global_feature[index, 1]
+            logits = (logits + head(kf, global_feature.float()).logits) / 2
         outs.append(logits)
     return torch.cat(outs)

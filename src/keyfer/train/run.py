@@ -82,6 +82,13 @@ class _CachedRun:
     def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         return head_logits(self.trainer.head, self.valid, mirror_tta), self.valid.labels
 
+    def extra_metrics(self, sigma: float) -> dict:
+        """Accuracy when every Valid landmark is perturbed by N(0, (sigma IOD)^2) (the cache's
+        perturbed view): the robustness that KF regularization is for."""
+        logits = head_logits(self.trainer.head, self.valid, perturbed=True)
+        accuracy = float((logits.argmax(1) == self.valid.labels).float().mean())
+        return {"accuracy_perturbed_landmarks": {"sigma": sigma, "accuracy": accuracy}}
+
 
 class _ImageRun:
     """The image engine behind the common run interface; Valid is scored from its images."""
@@ -103,6 +110,9 @@ class _ImageRun:
         self.trainer.model.eval()
         logits, labels, _ = dataset_logits(self.loaded, self.valid, tta_flip=mirror_tta)
         return logits, labels
+
+    def extra_metrics(self, sigma: float) -> dict:
+        return {}
 
 
 def train_experiment(
@@ -152,6 +162,7 @@ def train_experiment(
         metrics = classification_report(labels.numpy(), logits.argmax(1).numpy(), CLASSES)
         tta_logits, _ = run.valid_logits(mirror_tta=True)
         metrics["accuracy_mirror_tta"] = float((tta_logits.argmax(1) == labels).float().mean())
+        metrics.update(run.extra_metrics(experiment.train.sigma))
         temperature = fit_temperature(logits, labels)
         probabilities = F.softmax(logits, 1).numpy()
         metrics["temperature"] = temperature
