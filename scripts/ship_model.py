@@ -73,7 +73,9 @@ def main() -> None:
                     "n",
                     "ece_before",
                     "ece_after",
+                    "accuracy_perturbed_landmarks",
                 )
+                if k in metrics
             }
         },
         "reproduce": args.command,
