@@ -31,10 +31,15 @@ ROWS = {
     "full-keypoint-consistency": ["model.rkfa=keypoint", "train.regularization=consistency"],
     "full-both-consistency": ["model.rkfa=both", "train.regularization=consistency"],
     "full-keypoint-augment": ["model.rkfa=keypoint", "train.regularization=augment"],
-    "full-probability-labels": ["train.label_mode=probability"],
+    "full-probability-labels": ["train.label_mode=probability", "train.regularization=consistency"],
     # 68 versus 468 keypoints, on the 3,000-image training subset of the quick config.
-    "ibug68-n3000-d16": ["train_subset=3000", "model.dim=16"],
-    "mesh468-n3000-d16": ["train_subset=3000", "model.dim=16", "model.keypoints=mesh468"],
+    "ibug68-n3000-d16": ["train_subset=3000", "model.dim=16", "train.regularization=consistency"],
+    "mesh468-n3000-d16": [
+        "train_subset=3000",
+        "model.dim=16",
+        "model.keypoints=mesh468",
+        "train.regularization=consistency",
+    ],
 }
 # Frozen versus fine-tuned FaceMesh: image-level training on the quick config's 3,000 images,
 # both starting from the quick run's head (run `keyfer train configs/quick.yaml` first).
