@@ -52,7 +52,7 @@ def export_onnx(model: NKFModel, path: Path, check_batch: int = 3) -> dict[str, 
     """Export ``model``'s crop network to ``path`` with a dynamic batch axis, then compare
     onnxruntime with PyTorch on ``check_batch`` random crops; returns {output: max abs diff}."""
     _require_onnx()
-    network = CropNetwork(model.eval().cpu())
+    network = CropNetwork(model.cpu()).eval()
     example = torch.rand(2, 3, 192, 192)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
