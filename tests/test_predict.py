@@ -101,3 +101,13 @@ def test_shipped_model_sees_the_astronaut_smile():
     (face,) = ExpressionRecognizer(device="cpu").predict(EXAMPLE)
     assert face.label == "happiness"
     assert face.probabilities["happiness"] > 0.5
+
+
+def test_save_crops_and_explain(checkpoint, tmp_path):
+    args = ["predict", str(EXAMPLE), "--model", str(checkpoint), "--save-crops",
+            str(tmp_path / "crops"), "--annotate", str(tmp_path / "ann"), "--explain"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (crop,) = list((tmp_path / "crops").glob("*.png"))
+    assert Image.open(crop).size == (192, 192)
+    assert list((tmp_path / "ann").rglob("astronaut.jpg"))

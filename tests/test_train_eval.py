@@ -201,3 +201,26 @@ def test_image_engine_fine_tunes_facemesh_and_eval_loads_it(tmp_path):
     assert not torch.equal(state["facemesh"]["stem.weight"], original)
     report = _eval(out / "checkpoint.pt", tmp_path, "tuned")
     assert report["n"] == len(load_ferplus(FIXTURE, "train").samples)
+
+
+def test_eval_on_a_class_folder_restricts_to_its_classes(checkpoint, tmp_path):
+    images = sorted((FIXTURE / "data/FER2013Train").glob("*.png"))
+    for name, image in zip(["happy", "Angry", "happy"], images, strict=False):
+        (tmp_path / "faces" / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, tmp_path / "faces" / name / image.name)
+    out = tmp_path / "folder.json"
+    args = ["eval", "--model", str(checkpoint), "--dataset", "folder",
+            "--root", str(tmp_path / "faces"), "--json", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 3 and report["restricted_to"] == ["happiness", "anger"]
+    confusion = report["confusion"]
+    predicted = [sum(row[j] for row in confusion) for j in range(8)]
+    assert sum(predicted[j] for j in (1, 4)) == 3  # only happiness or anger are predicted
+
+
+def test_models_lists_the_shipped_model():
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0
+    assert "keyfer-ferplus: 8 classes" in result.output
