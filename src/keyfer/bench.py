@@ -8,8 +8,10 @@ at batch 1 and batch 32, aligned crops/s through the crop network at batch 32, f
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 
 from keyfer import __version__
 from keyfer.api import ExpressionRecognizer
+from keyfer.errors import KeyferError
 from keyfer.faces import align
 from keyfer.io.images import find_images, read_image
 
@@ -103,8 +106,26 @@ def bench_backend(backend: str, model: str, paths: list[Path], repeats: int) -> 
     }
 
 
-def run_bench(paths: list[Path], model: str, backends: list[str], repeats: int) -> dict[str, Any]:
-    """The whole benchmark as a JSON-ready dict."""
+def bench_peer(python: str, images: list[Path], repeats: int) -> dict[str, Any]:
+    """The ``fer`` package's speed on the same photos, run by another interpreter."""
+    script = Path(__file__).with_name("peer_fer.py")
+    command = [python, str(script), "--repeats", str(repeats), *map(str, images)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise KeyferError(f"the peer benchmark failed to run with {python}: {error}") from error
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_bench(
+    paths: list[Path],
+    model: str,
+    backends: list[str],
+    repeats: int,
+    peer_python: str | None = None,
+) -> dict[str, Any]:
+    """The whole benchmark as a JSON-ready dict; with ``peer_python``, the ``fer`` package too
+    and keyfer's end-to-end speed over fer's (faces/s, batch 1)."""
     images = find_images(paths).images
     if not images:
         raise ValueError("no images to benchmark")
@@ -115,4 +136,9 @@ def run_bench(paths: list[Path], model: str, backends: list[str], repeats: int) 
         "backends": {b: bench_backend(b, model, images, repeats) for b in backends},
     }  # fmt: skip
     result["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if peer_python:
+        peer = bench_peer(peer_python, images, repeats)
+        ours = result["backends"][backends[0]]["faces_per_s_batch1"]
+        peer["keyfer_over_peer_faces_per_s"] = round(ours / max(peer["faces_per_s"], 1e-9), 2)
+        result["peer"] = peer
     return result

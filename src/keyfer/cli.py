@@ -405,6 +405,9 @@ def export(out: Path, model_name: str, export_format: str) -> None:
     "--backend", type=click.Choice(["torch", "onnx", "all"]), default="all", show_default=True
 )
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--peer-python", help="Python of a venv with the `fer` package, timed on the same photos."
+)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 @click.option("--out", type=_FILE, help="Also write the JSON here.")
 def bench(
@@ -412,6 +415,7 @@ def bench(
     model_name: str,
     backend: str,
     repeats: int,
+    peer_python: str | None,
     threads: int | None,
     out: Path | None,
 ) -> None:
@@ -427,7 +431,7 @@ def bench(
     inputs = [Path("examples"), *paths] if Path("examples").is_dir() else list(paths)
     if not inputs:
         raise click.UsageError("no examples/ folder here: give image PATHS")
-    result = run_bench(inputs, model_name, backends, repeats)
+    result = run_bench(inputs, model_name, backends, repeats, peer_python)
     text = json.dumps(result, indent=1)
     click.echo(text)
     if out:
