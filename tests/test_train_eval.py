@@ -224,3 +224,15 @@ def test_models_lists_the_shipped_model():
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0
     assert "keyfer-ferplus: 8 classes" in result.output
+
+
+def test_balanced_sampler_and_soft_labels_train(tmp_path):
+    config = _tiny_config(tmp_path)
+    sets = ["train.balanced_sampler=true", "train.label_mode=probability",
+            "train.regularization=none", "model.rkfa=both", "model.head=attention"]  # fmt: skip
+    args = ["train", str(config), "--out", str(tmp_path / "run")]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["n"] > 0
