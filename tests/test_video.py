@@ -82,3 +82,23 @@ def test_tracker_keeps_ids_and_smooths():
     assert smoothed[0, 0] == pytest.approx(0.6) and smoothed[1, 0] == pytest.approx(1.0)
     ids, _ = tracker.update(np.array([[200, 200, 210, 210.0]]), np.array([[0.5, 0.5]]))
     assert ids == [2]
+
+
+def test_a_corrupt_frame_is_skipped_and_the_video_goes_on(astronaut, tmp_path, caplog):
+    clean = tmp_path / "clean.avi"
+    writer = cv2.VideoWriter(str(clean), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    small = cv2.cvtColor(cv2.resize(astronaut, (256, 256)), cv2.COLOR_RGB2BGR)
+    for shift in range(8):
+        writer.write(np.roll(small, 3 * shift, axis=1))
+    writer.release()
+    data = bytearray(clean.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4000] = bytes(4000)  # wipe part of one frame in the middle
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(bytes(data))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["predict", str(corrupt), "--jsonl", str(out)])
+    assert result.exit_code == 0, result.output
+    frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
+    assert len(frames) == 7  # one frame lost; the frames after it are still read
+    assert "1 corrupt frames skipped" in caplog.text
