@@ -36,7 +36,9 @@ class VideoSource:
     """Frames of a video file or a camera (an integer index), every ``every_n``-th one.
 
     A frame that fails to decode is skipped and counted in ``corrupt_frames``; the video is only
-    abandoned after many failures in a row. Use as an iterator, then :meth:`close`.
+    abandoned after many failures in a row. Frame indices count the frames OpenCV delivers: when
+    the demuxer drops a damaged frame silently, the loss is counted at the end of the stream and
+    the later indices (and ``time_s``) are one frame early. Use as an iterator, then :meth:`close`.
     """
 
     def __init__(self, source: str | Path | int, every_n: int = 1) -> None:
