@@ -236,3 +236,9 @@ def test_balanced_sampler_and_soft_labels_train(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run/metrics.json").read_text())["n"] > 0
+
+
+def test_ferplus_eval_never_restricts_classes_even_when_a_split_lacks_some(checkpoint, tmp_path):
+    # The fixture's train split holds only 3 of the 8 classes; FERPlus still has all 8.
+    report = _eval(checkpoint, tmp_path, "all-classes")
+    assert report["restricted_to"] is None

@@ -198,8 +198,10 @@ def evaluate_command(
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model_name, resolve_device(device))
-    samples = load_dataset(dataset, root, split)
-    report = evaluate(loaded, samples, tta_flip=tta == "flip", batch_size=batch_size)
+    samples, dataset_classes = load_dataset(dataset, root, split)
+    report = evaluate(
+        loaded, samples, dataset_classes, tta_flip=tta == "flip", batch_size=batch_size
+    )
     report.update(dataset=dataset, split=split or "all", root=str(root))
     click.echo(
         f"{loaded.name} on {dataset}/{split or 'all'} (n={report['n']}): accuracy "

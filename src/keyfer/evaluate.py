@@ -84,16 +84,18 @@ def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
     return loaded
 
 
-def load_dataset(dataset: str, root: Path, split: str | None) -> list[Sample]:
-    """Samples of ``dataset`` (``ferplus`` or ``folder``) under ``root``; METHOD §4 names."""
+def load_dataset(dataset: str, root: Path, split: str | None) -> tuple[list[Sample], list[str]]:
+    """Samples of ``dataset`` (``ferplus`` or ``folder``) under ``root`` (METHOD §4 names), and
+    the dataset's own classes: all eight for FERPlus, the class folders for ``folder``."""
     if dataset == "ferplus":
         if split not in ("train", "valid", "test"):
             raise KeyferError("--split for ferplus must be train, valid or test")
-        return load_ferplus(root, split, "majority").samples
+        return load_ferplus(root, split, "majority").samples, list(CLASSES)
     if dataset == "folder":
         if split not in (None, "all"):
             raise KeyferError("the folder dataset has no splits; omit --split or use all")
-        return load_folder(root)
+        samples = load_folder(root)
+        return samples, [CLASSES[i] for i in sorted({s.label for s in samples})]
     raise KeyferError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
 
 
@@ -138,12 +140,17 @@ def dataset_logits(
 
 
 def evaluate(
-    loaded: LoadedModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
+    loaded: LoadedModel,
+    samples: list[Sample],
+    dataset_classes: list[str] = CLASSES,
+    tta_flip: bool = False,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Score ``loaded`` on ``samples``; unreadable images are counted, not scored. When the
-    dataset lacks some of the model's classes, predictions are restricted to those it has."""
-    present = sorted({s.label for s in samples})
-    restricted = [CLASSES[i] for i in present] if len(present) < len(loaded.classes) else None
+    dataset's classes are fewer than the model's, predictions are restricted to them (by the
+    canonical names), and the report says so in ``restricted_to``."""
+    present = [loaded.classes.index(c) for c in dataset_classes if c in loaded.classes]
+    restricted = list(dataset_classes) if len(present) < len(loaded.classes) else None
     logits, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
     if restricted:
         log.info(
