@@ -16,6 +16,7 @@ from pathlib import Path
 
 from keyfer.train.cached import CachedData, build_head, head_logits
 from keyfer.train.checkpoint import load_checkpoint
+from keyfer.train.metrics import SUMMARY_METRICS
 from keyfer.train.run import cache_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +51,6 @@ QUICK_ROWS = {
     "images-finetuned-n3000": [*IMAGES, "model.finetune_alignment=true"],
 }
 ROWS.update(QUICK_ROWS)
-KEEP = ("accuracy", "accuracy_mirror_tta", "mean_class_accuracy", "macro_f1", "n", "ece_before",
-        "ece_after", "accuracy_perturbed_landmarks")  # fmt: skip
 
 
 def command(row: str, epochs: int | None) -> list[str]:
@@ -112,7 +111,7 @@ def main() -> None:
         metrics = json.loads((ROOT / f"runs/ablation/{row}/metrics.json").read_text())
         results[row] = {
             "command": shlex.join(argv),
-            **{k: metrics[k] for k in KEEP if k in metrics},
+            **{k: metrics[k] for k in SUMMARY_METRICS if k in metrics},
         }
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     if args.rescore:

@@ -19,6 +19,7 @@ from keyfer.data.labels import CLASSES
 from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.models.registry import MODELS_DIR
 from keyfer.train.checkpoint import load_checkpoint
+from keyfer.train.metrics import SUMMARY_METRICS
 
 TRAINING_DATA = (
     "FERPlus train split (FER2013 images with FER+ 10-annotator labels), majority protocol: "
@@ -62,22 +63,7 @@ def main() -> None:
         "temperature": float(state["temperature"]),
         "training_data": TRAINING_DATA,
         "license": LICENSE,
-        "metrics": {
-            "ferplus_valid": {
-                k: metrics[k]
-                for k in (
-                    "accuracy",
-                    "accuracy_mirror_tta",
-                    "mean_class_accuracy",
-                    "macro_f1",
-                    "n",
-                    "ece_before",
-                    "ece_after",
-                    "accuracy_perturbed_landmarks",
-                )
-                if k in metrics
-            }
-        },
+        "metrics": {"ferplus_valid": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}},
         "reproduce": args.command,
     }
     (MODELS_DIR / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")

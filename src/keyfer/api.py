@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from keyfer.data.precrop import LUMA_WEIGHTS
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
@@ -23,7 +24,7 @@ from keyfer.io.records import face_records
 from keyfer.io.video import VideoSource
 from keyfer.tracking import FaceTracker
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+_LUMA = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
 # A face is marked "reliable": false (never dropped) below these: FaceMesh presence, the box's
 # shorter side in pixels, and beyond this absolute yaw in degrees.
 RELIABLE_MIN_PRESENCE = 0.8
@@ -118,7 +119,10 @@ class ExpressionRecognizer:
                 else cached_export(self.loaded.model, self.loaded.name, self.loaded.digest)
             )
             self.onnx = OnnxCropNetwork(path, threads)
-        self.pipeline = FacePipeline(self.device, tiling, detector_threshold)
+        # A frozen model holds MediaPipe's FaceMesh already; the landmarks can share it.
+        model = self.loaded.model
+        shared = None if model.config.finetune_alignment else model.facemesh
+        self.pipeline = FacePipeline(self.device, tiling, detector_threshold, facemesh=shared)
         self.tta_flip = tta_flip
         self.batch_size = batch_size
         self.last_corrupt_frames = 0

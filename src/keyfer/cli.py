@@ -19,8 +19,12 @@ from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.records import RecordWriter
-from keyfer.landmarks import RunSummary, landmarks_describer, run_images
+from keyfer.runner import RunSummary, landmarks_describer, run_images
 
+_device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+)
+_threads_option = click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
@@ -84,8 +88,8 @@ def _finish_run(ctx: click.Context, summary: RunSummary, paths, what: str) -> No
     show_default=True,
     help="Drop detections whose FaceMesh face presence is lower.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@_device_option
+@_threads_option
 def landmarks(
     ctx: click.Context,
     paths: tuple[Path, ...],
@@ -127,8 +131,8 @@ def landmarks(
 )
 @click.option("--out", type=_DIR, help="Run folder (default: runs/<name>).")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@_device_option
+@_threads_option
 def train(
     config: Path,
     overrides: tuple[str, ...],
@@ -175,8 +179,8 @@ def train(
 @click.option("--plots", type=_DIR, help="Write a confusion-matrix PNG and a per-class report.")
 @click.option("--tta", type=click.Choice(["flip"]), help="Average with the mirrored face.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1))
+@_device_option
+@_threads_option
 def evaluate_command(
     model_name: str,
     dataset: str,
@@ -283,8 +287,8 @@ def models() -> None:
     show_default=True,
     help="Run the crop network with PyTorch or onnxruntime (needs keyfer[onnx]).",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@_device_option
+@_threads_option
 def predict(
     ctx: click.Context,
     paths: tuple[Path, ...],
@@ -410,7 +414,7 @@ def export(out: Path, model_name: str, export_format: str) -> None:
 @click.option(
     "--peer-python", help="Python of a venv with the `fer` package, timed on the same photos."
 )
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+@_threads_option
 @click.option("--out", type=_FILE, help="Also write the JSON here.")
 def bench(
     paths: tuple[Path, ...],

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from keyfer.data.ferplus import load_ferplus
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import CLASSES, Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, precrop_to_facemesh, to_gray3
+from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, prepare_face
 from keyfer.errors import KeyferError
 from keyfer.io.images import read_image
 from keyfer.models.registry import create_model, get_record, list_models
@@ -99,13 +99,6 @@ def load_dataset(dataset: str, root: Path, split: str | None) -> tuple[list[Samp
     raise KeyferError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
 
 
-def prepare_crop(image: np.ndarray, loaded: LoadedModel) -> np.ndarray:
-    """A pre-cropped face (H, W, 3) uint8 RGB -> (192, 192, 3) uint8 model input."""
-    if loaded.color_mode == "gray3":
-        image = to_gray3(image)
-    return precrop_to_facemesh(image, loaded.margin, loaded.padding)
-
-
 @torch.inference_mode()
 def predict_logits(loaded: LoadedModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
     """(B, 192, 192, 3) uint8 crops -> (B, n_classes) temperature-scaled logits."""
@@ -127,7 +120,8 @@ def dataset_logits(
         crops, batch_labels = [], []
         for sample in samples[start : start + batch_size]:
             try:
-                crops.append(prepare_crop(read_image(sample.path), loaded))
+                image = read_image(sample.path)
+                crops.append(prepare_face(image, loaded.color_mode, loaded.margin, loaded.padding))
                 batch_labels.append(sample.label)
             except KeyferError as error:
                 unreadable.append(str(error))

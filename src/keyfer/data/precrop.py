@@ -29,8 +29,9 @@ PAD_VALUE = 128
 DEFAULT_MARGIN = 0.2
 DEFAULT_PADDING = "edge"
 
-# ITU-R BT.601 luma weights for R, G, B.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights for R, G, B: the ``gray3`` colour mode everywhere."""
+_LUMA = np.array(LUMA_WEIGHTS, dtype=np.float32)
 
 
 def margin_pixels(size: int, margin: float) -> int:
@@ -93,3 +94,16 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if height != width or height == 0 or channels not in (1, 3):
         raise KeyferError(f"expected a square 1- or 3-channel face crop, got shape {image.shape}")
     return np.ascontiguousarray(np.repeat(image, 3, axis=2) if channels == 1 else image)
+
+
+def prepare_face(
+    image: np.ndarray,
+    color_mode: str,
+    margin: float = DEFAULT_MARGIN,
+    padding: str = DEFAULT_PADDING,
+) -> np.ndarray:
+    """A pre-cropped (S, S, 3) uint8 RGB face -> the (192, 192, 3) uint8 input of a model with
+    ``color_mode`` (``gray3``: gray replicated to 3 channels; ``rgb``: as is)."""
+    if color_mode == "gray3":
+        image = to_gray3(image)
+    return precrop_to_facemesh(image, margin, padding)

@@ -54,6 +54,7 @@ class FacePipeline:
     """Detector + alignment + FaceMesh, frozen, for images of any size.
 
     Faces whose FaceMesh presence is below ``min_presence`` are dropped as false detections.
+    ``facemesh`` shares an already loaded frozen FaceMesh instead of loading another.
     """
 
     def __init__(
@@ -63,10 +64,11 @@ class FacePipeline:
         detector_threshold: float = 0.5,
         min_presence: float = DEFAULT_MIN_PRESENCE,
         refine: int = 0,
+        facemesh: FaceMesh | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.detector = FaceDetector(detector_threshold, tiling=tiling, device=self.device)
-        self.facemesh = FaceMesh.from_pretrained().to(self.device)
+        self.facemesh = facemesh or FaceMesh.from_pretrained().to(self.device)
         self.min_presence = min_presence
         self.refine = refine
 

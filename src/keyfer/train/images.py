@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from keyfer.data.augment import AugmentConfig, augment_face
 from keyfer.data.labels import Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, precrop_to_facemesh, to_gray3
+from keyfer.data.precrop import prepare_face
 from keyfer.faces.facemesh import CROP_SIZE, FaceMesh
 from keyfer.io.images import read_image
 from keyfer.nkf.keypoint_features import sample_keypoint_features
@@ -43,9 +43,7 @@ class FaceCropDataset(Dataset):
             # torch seeds each worker per epoch from the main generator: reproducible draws.
             rng = np.random.default_rng([torch.initial_seed() % 2**63, index])
             image = augment_face(image, rng, self.augment)
-        if self.color_mode == "gray3":
-            image = to_gray3(image)
-        crop = precrop_to_facemesh(image, DEFAULT_MARGIN, DEFAULT_PADDING)
+        crop = prepare_face(image, self.color_mode)
         tensor = torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
         return tensor, sample.label, torch.from_numpy(sample.target)
 

@@ -7,6 +7,12 @@ from typing import Any
 
 import numpy as np
 
+SUMMARY_METRICS = (
+    "accuracy", "accuracy_mirror_tta", "mean_class_accuracy", "macro_f1", "n", "ece_before",
+    "ece_after", "accuracy_perturbed_landmarks",
+)  # fmt: skip
+"""The keys of a run's ``metrics.json`` that the ablation table and a model record keep."""
+
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows are true classes and columns predicted."""

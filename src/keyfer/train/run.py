@@ -158,7 +158,8 @@ def train_experiment(
                 accuracy,
             )
             save_checkpoint(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
-        logits, labels = run.valid_logits()
+        if start >= experiment.train.epochs:  # resumed from a finished run: score it once
+            logits, labels = run.valid_logits()
         metrics = classification_report(labels.numpy(), logits.argmax(1).numpy(), CLASSES)
         tta_logits, _ = run.valid_logits(mirror_tta=True)
         metrics["accuracy_mirror_tta"] = float((tta_logits.argmax(1) == labels).float().mean())
