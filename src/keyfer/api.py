@@ -17,6 +17,7 @@ from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
 from keyfer.export import OnnxCropNetwork, cached_export
+from keyfer.faces.facemesh import FaceMeshOutput
 from keyfer.faces.pipeline import FacePipeline, Faces
 from keyfer.faces.pose import head_pose
 from keyfer.io.images import read_image, to_rgb_array
@@ -133,21 +134,30 @@ class ExpressionRecognizer:
 
     def analyze(self, image: np.ndarray) -> tuple[Faces, list[Face]]:
         """The pipeline's :class:`Faces` and one :class:`Face` each for an (H, W, 3) RGB image."""
-        faces = self.pipeline(image)
-        return faces, self._describe(faces, *self._expressions(faces.crops))
+        return self.analyze_batch([image])[0]
 
+    @torch.inference_mode()
     def analyze_batch(self, images: Sequence[np.ndarray]) -> list[tuple[Faces, list[Face]]]:
-        """:meth:`analyze` for many images, with FaceMesh and the expression network run on up
-        to ``batch_size`` faces at a time across images."""
-        all_faces = self.pipeline.batch(images, self.batch_size)
-        crops = torch.cat([faces.crops for faces in all_faces])
-        chunks = [self._expressions(chunk) for chunk in crops.split(self.batch_size)]
-        probabilities = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, 0))
-        importance = [row for c in chunks for row in c[1]]
+        """:meth:`analyze` for many images: the detector views of all of them in one batch, and
+        the crop network on up to ``batch_size`` faces at a time across images."""
+        located = self.pipeline.locate_batch(images)
+        crops = torch.cat([found.crops for found in located])
+        outputs = [self._crop_outputs(chunk) for chunk in crops.split(self.batch_size)]
+        mesh, presence, probabilities = (
+            torch.cat([o[i] for o in outputs]) if outputs else torch.zeros(0) for i in range(3)
+        )
+        importance = [row for o in outputs for row in o[3]]
         results, start = [], 0
-        for faces in all_faces:
-            stop = start + len(faces)
-            described = self._describe(faces, probabilities[start:stop], importance[start:stop])
+        for found in located:
+            stop = start + len(found.crops)
+            faces = self.pipeline.finish(
+                found, FaceMeshOutput(mesh[start:stop], presence[start:stop], {})
+            )
+            keep = self.pipeline.kept(presence[start:stop]).tolist()
+            chosen = [i for i, k in enumerate(keep, start) if k]
+            described = self._describe(
+                faces, probabilities[chosen].numpy(), [importance[i] for i in chosen]
+            )
             results.append((faces, described))
             start = stop
         return results
@@ -180,27 +190,35 @@ class ExpressionRecognizer:
             crops = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         return crops
 
-    @torch.inference_mode()
-    def _expressions(self, crops: torch.Tensor) -> tuple[np.ndarray, list]:
-        if len(crops) == 0:
-            return np.zeros((0, len(self.classes)), np.float32), []
-        crops = self.model_input(crops)
-        logits, importance = self._run(crops)
-        if self.tta_flip:
-            logits = (logits + self._run(crops.flip(-1))[0]) / 2
-        probabilities = torch.softmax(logits.float() / self.loaded.temperature, 1).cpu().numpy()
-        if importance is None:
-            return probabilities, [None] * len(crops)
-        importance = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
-        return probabilities, importance
+    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """For (B, 3, 192, 192) RGB crops in [0, 1]: mesh (B, 468, 3) and presence (B,) of the
+        landmarks, calibrated probabilities (B, C), and B keypoint-importance lists (or None).
 
-    def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, C) and keypoint importance (B, K) or None for model-ready crops."""
+        A frozen alignment network is MediaPipe's FaceMesh, so one pass on the model's input
+        gives both the expression and the landmarks (for gray3 models, from the gray crop; see
+        the README for its accuracy on AFW). A fine-tuned one has its own landmarks, so
+        MediaPipe's FaceMesh runs on the colour crop for the reported ones."""
+        model_crops = self.model_input(crops)
+        mesh, presence, logits, importance = self._run(model_crops)
+        if self.tta_flip:
+            logits = (logits + self._run(model_crops.flip(-1))[2]) / 2
+        if self.loaded.model.config.finetune_alignment:
+            out = self.pipeline.facemesh(crops.to(self.device))
+            mesh, presence = out.mesh, out.presence
+        probabilities = torch.softmax(logits.float() / self.loaded.temperature, 1).cpu()
+        if importance is None:
+            rows = [None] * len(crops)
+        else:
+            rows = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
+        return mesh.float().cpu(), presence.float().cpu(), probabilities, rows
+
+    def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Mesh (B, 468, 3), presence (B,), logits (B, C) and keypoint importance (B, K) or
+        None for model-ready crops."""
         if self.onnx is not None:
-            _, logits, importance = self.onnx(crops.float().cpu().numpy())
-            return torch.from_numpy(logits), torch.from_numpy(importance)
+            return tuple(map(torch.from_numpy, self.onnx(crops.float().cpu().numpy())))
         out = self.loaded.model(crops)
-        return out.logits, out.importance
+        return out.mesh, out.presence, out.logits, out.importance
 
     def predict(self, image: ImageInput) -> list[Face]:
         """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB)."""
@@ -250,5 +268,11 @@ class ExpressionRecognizer:
     def predict_batch(
         self, images: Sequence[ImageInput] | Iterable[ImageInput]
     ) -> list[list[Face]]:
-        """:meth:`predict` for each image, in order."""
-        return [self.predict(image) for image in images]
+        """:meth:`predict` for each image, in order, ``batch_size`` images at a time through
+        :meth:`analyze_batch`."""
+        arrays = [self._as_array(image) for image in images]
+        return [
+            faces
+            for start in range(0, len(arrays), self.batch_size)
+            for _, faces in self.analyze_batch(arrays[start : start + self.batch_size])
+        ]

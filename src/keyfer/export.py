@@ -1,4 +1,5 @@
-"""ONNX export of the aligned-crop network: (B, 3, 192, 192) crops -> mesh, logits, importance.
+"""ONNX export of the aligned-crop network: (B, 3, 192, 192) crops -> mesh, presence, logits
+and keypoint importance.
 
 Needs the ``onnx`` extra (``onnx``, ``onnxscript``, ``onnxruntime``). The exported graph is checked
 against PyTorch with onnxruntime on random crops, and the largest differences are returned.
@@ -21,23 +22,23 @@ from keyfer.nkf.model import NKFModel
 
 log = logging.getLogger(__name__)
 OPSET = 18  # GridSample needs 16 or later
-OUTPUTS = ("mesh", "logits", "importance")
+OUTPUTS = ("mesh", "presence", "logits", "importance")
 
 
 class CropNetwork(nn.Module):
-    """The exportable part of an NKF model: crops -> (mesh (B,468,3), logits (B,C), importance
-    (B,K)); a model without keypoint weights gets zeros for ``importance``."""
+    """The exportable part of an NKF model: crops -> (mesh (B,468,3), presence (B,), logits
+    (B,C), importance (B,K)); a model without keypoint weights gets zeros for ``importance``."""
 
     def __init__(self, model: NKFModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(crops)
         importance = out.importance
         if importance is None:
             importance = torch.zeros(crops.shape[0], len(self.model.keypoint_index))
-        return out.mesh, out.logits, importance
+        return out.mesh, out.presence, out.logits, importance
 
 
 def _require_onnx():
@@ -82,18 +83,28 @@ class OnnxCropNetwork:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise KeyferError(f"{path} is not a readable ONNX model: {error}") from error
+        names = [output.name for output in self.session.get_outputs()]
+        if names != list(OUTPUTS):
+            raise KeyferError(
+                f"{path} has outputs {names}, not {list(OUTPUTS)}; re-export it with this "
+                "version of keyfer (keyfer export)"
+            )
 
     def __call__(self, crops: np.ndarray) -> list[np.ndarray]:
-        """(B, 3, 192, 192) float32 crops -> [mesh, logits, importance] arrays."""
+        """(B, 3, 192, 192) float32 crops -> [mesh, presence, logits, importance] arrays."""
         return self.session.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.float32)})
 
 
 def cached_export(model: NKFModel, name: str, weights_digest: str) -> Path:
     """The model's ONNX file in the user cache (``~/.cache/keyfer/onnx``), exported on first use."""
-    tag = hashlib.sha256(f"{name}:{weights_digest}:{OPSET}".encode()).hexdigest()[:16]
+    key = f"{name}:{weights_digest}:{OPSET}:{','.join(OUTPUTS)}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path.home() / ".cache" / "keyfer" / "onnx" / f"{Path(name).stem}-{tag}.onnx"
     if not path.is_file():
         log.info("exporting %s to ONNX once: %s", name, path)

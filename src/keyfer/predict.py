@@ -74,13 +74,18 @@ class PredictJob:
             rgb = (crop.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
             save_rgb(self.crops_dir / f"{stem}_face{index}.png", rgb)
 
-    def describe(self, image: np.ndarray, annotate: bool, stem: str = "image"):
-        """Records of one image's faces, and its annotated copy when asked for."""
-        faces, results = self.recognizer.analyze(image)
-        if self.crops_dir is not None:
-            self._save_crops(stem, faces)
-        drawing = self.draw(image, faces, results) if annotate else None
-        return [r.to_record() for r in results], drawing
+    def describe_batch(self, images: list[np.ndarray], paths: list[Path], annotate: bool):
+        """Records of each image's faces, and its annotated copy when asked for; aligned crops
+        are saved as ``<image stem>_face<i>.png``."""
+        described = []
+        for image, path, (faces, results) in zip(
+            images, paths, self.recognizer.analyze_batch(images), strict=True
+        ):
+            if self.crops_dir is not None:
+                self._save_crops(path.stem, faces)
+            drawing = self.draw(image, faces, results) if annotate else None
+            described.append(([r.to_record() for r in results], drawing))
+        return described
 
     def run_video(self, source: Path | int) -> int:
         """Write one record per processed frame of a video or camera; returns the faces found."""

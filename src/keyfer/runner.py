@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,12 @@ from keyfer.io.video import VIDEO_EXTENSIONS, is_video
 
 log = logging.getLogger(__name__)
 
-# image -> (face records, annotated copy or None when not asked for)
-Describe = Callable[[np.ndarray, bool], tuple[list[dict[str, Any]], np.ndarray | None]]
+# (images, their paths, annotate?) -> per image: (face records, annotated copy or None)
+DescribeBatch = Callable[
+    [list[np.ndarray], list[Path], bool], list[tuple[list[dict[str, Any]], np.ndarray | None]]
+]
+DEFAULT_BATCH_IMAGES = 16
+_DECODE_AHEAD = 32  # images decoded in a background thread ahead of the networks
 
 
 @dataclass
@@ -57,15 +64,37 @@ def annotation_path(annotate_dir: Path, image_path: Path) -> Path:
     return annotate_dir / relative.with_suffix(".jpg")
 
 
+def _read_unless_video(path: Path, is_video_path: Callable[[Path], bool]) -> np.ndarray | None:
+    return None if is_video_path(path) else read_image(path)
+
+
+def _decoded_ahead(
+    paths: list[Path], read: Callable[[Path], np.ndarray | None]
+) -> Iterator[tuple[Path, Future]]:
+    """(path, future of ``read(path)``) in order, decoding up to ``_DECODE_AHEAD`` ahead in a
+    background thread (image decoders release the GIL, so decoding overlaps the networks)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue: deque[tuple[Path, Future]] = deque()
+        for path in paths:
+            queue.append((path, pool.submit(read, path)))
+            if len(queue) > _DECODE_AHEAD:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+
+
 def run_images(
     paths: Iterable[str | os.PathLike[str]],
-    describe: Describe,
+    describe: DescribeBatch,
     writer: RecordWriter,
     annotate_dir: Path | None = None,
     desc: str = "images",
     handle_video: Callable[[Path], int] | None = None,
+    batch_images: int = DEFAULT_BATCH_IMAGES,
 ) -> RunSummary:
-    """Apply ``describe`` to every image under ``paths``; write one record per image.
+    """Apply ``describe`` to the images under ``paths``, ``batch_images`` at a time; write one
+    record per image, in order. An unreadable image gets an error record; when a batch fails,
+    its images are retried one by one so that one bad image never costs the others.
 
     With ``handle_video``, video files (named, or found in folders) go to it instead; it writes
     its own per-frame records and returns the number of faces it found.
@@ -76,32 +105,76 @@ def run_images(
     if listing.images:
         for folder in listing.empty_folders:
             log.warning("no images found in %s", folder)
-    for path in tqdm(listing.images, desc=desc, unit="img", disable=None):
-        summary.images += 1
-        try:
-            if handle_video is not None and is_video(path):
-                summary.faces += handle_video(path)
+    video_check = is_video if handle_video is not None else (lambda _: False)
+    pending: list[tuple[Path, np.ndarray | Exception]] = []  # read images, or why not
+
+    def flush() -> None:
+        readable = [(path, image) for path, image in pending if isinstance(image, np.ndarray)]
+        outcomes = iter(_describe_all(describe, readable, annotate_dir is not None))
+        for path, image in pending:
+            outcome = next(outcomes) if isinstance(image, np.ndarray) else image
+            if isinstance(outcome, Exception):
+                summary.errors += 1
+                log.error("%s", outcome)
+                writer.write(image_record(path, error=str(outcome)))
                 continue
-            image = read_image(path)
-            faces, annotated = describe(image, annotate_dir is not None)
+            faces, annotated = outcome
             if annotated is not None:
                 save_rgb(annotation_path(annotate_dir, path), annotated)
-        except (KeyferError, OSError) as error:
-            summary.errors += 1
-            log.error("%s", error)
-            writer.write(image_record(path, error=str(error)))
-            continue
-        summary.faces += len(faces)
-        height, width = image.shape[:2]
-        writer.write(image_record(path, width, height, faces))
+            summary.faces += len(faces)
+            height, width = image.shape[:2]
+            writer.write(image_record(path, width, height, faces))
+        bar.update(len(pending))
+        pending.clear()
+
+    read = partial(_read_unless_video, is_video_path=video_check)
+    with tqdm(total=len(listing.images), desc=desc, unit="img", disable=None) as bar:
+        for path, decoded in _decoded_ahead(listing.images, read):
+            summary.images += 1
+            try:
+                image = decoded.result()
+                if image is None:  # a video: its own records, after the images before it
+                    flush()
+                    summary.faces += handle_video(path)
+                    bar.update()
+                    continue
+            except (KeyferError, OSError) as problem:
+                image = problem
+            pending.append((path, image))
+            if len(pending) >= batch_images:
+                flush()
+        flush()
     return summary
 
 
-def landmarks_describer(pipeline: FacePipeline) -> Describe:
+def _describe_all(
+    describe: DescribeBatch, items: list[tuple[Path, np.ndarray]], annotate: bool
+) -> list[tuple[list[dict[str, Any]], np.ndarray | None] | Exception]:
+    """``describe`` on the whole batch, or image by image (errors in place) if the batch fails."""
+    if not items:
+        return []
+    paths, images = [path for path, _ in items], [image for _, image in items]
+    try:
+        return describe(images, paths, annotate)
+    except (KeyferError, OSError):
+        if len(items) == 1:
+            raise
+    outcomes: list = []
+    for path, image in items:
+        try:
+            outcomes.extend(describe([image], [path], annotate))
+        except (KeyferError, OSError) as problem:
+            outcomes.append(problem)
+    return outcomes
+
+
+def landmarks_describer(pipeline: FacePipeline) -> DescribeBatch:
     """The ``keyfer landmarks`` job: boxes, keypoints, iBUG-68 and the mesh."""
 
-    def describe(image: np.ndarray, annotate: bool):
-        faces = pipeline(image)
-        return face_records(faces), draw_faces(image, faces) if annotate else None
+    def describe(images: list[np.ndarray], paths: list[Path], annotate: bool):
+        return [
+            (face_records(faces), draw_faces(image, faces) if annotate else None)
+            for image, faces in zip(images, pipeline.batch(images), strict=True)
+        ]
 
     return describe

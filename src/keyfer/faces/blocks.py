@@ -69,6 +69,11 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pw(self.dw(x))
         shortcut = F.max_pool2d(x, 2) if self.stride == 2 else x
+        if torch.compiler.is_exporting():
+            # A plain Pad + Add graph: the in-place slice below exports as ScatterND and
+            # transposes, which onnxruntime runs slowly.
+            extra = y.shape[1] - shortcut.shape[1]
+            return self.act(y + F.pad(shortcut, (0, 0, 0, 0, 0, extra)))
         # In place: the pointwise conv's output is not needed for its backward.
         y[:, : shortcut.shape[1]] += shortcut
         return self.act(y)

@@ -9,6 +9,7 @@ an eighth of the image's long side are missed. ``tiling=True`` adds overlapping 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -109,22 +110,50 @@ class FaceDetector:
         self.network = BlazeFace.from_pretrained().to(self.device)
         self.anchors = short_range_anchors().to(self.device) * INPUT_SIZE
 
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> Detections:
         """Detect faces in an (H, W, 3) uint8 RGB image."""
-        height, width = image.shape[:2]
-        views = plan_views(width, height, self.tiling)
-        rendered = [_render_view(image, view) for view in views]
+        return self.detect_batch([image])[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[np.ndarray], max_views: int = 64) -> list[Detections]:
+        """Detect faces in each (H, W, 3) uint8 RGB image; the views of all the images (whole
+        image and tiles) go through BlazeFace together, up to ``max_views`` per call."""
+        if not images:
+            return []
+        plans = [plan_views(image.shape[1], image.shape[0], self.tiling) for image in images]
+        rendered = [
+            _render_view(image, view)
+            for image, views in zip(images, plans, strict=True)
+            for view in views
+        ]
         batch = torch.from_numpy(np.stack([canvas for canvas, _ in rendered])).to(self.device)
         batch = batch.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        regressors, logits = self.network(batch)
-        found = []
-        for view, (_, affine), reg, logit in zip(views, rendered, regressors, logits, strict=True):
-            boxes, keypoints, scores = self._to_image(
-                *self._decode(reg, logit), torch.as_tensor(affine, dtype=torch.float32)
-            )
-            keep = self._uncut(boxes, view)
-            found.append((boxes[keep], keypoints[keep], scores[keep]))
+        outputs = [self.network(chunk) for chunk in batch.split(max_views)]
+        regressors = torch.cat([r for r, _ in outputs])
+        logits = torch.cat([c for _, c in outputs])
+        results, start = [], 0
+        for views in plans:
+            stop = start + len(views)
+            found = [
+                self._view_detections(view, affine, reg, logit)
+                for view, (_, affine), reg, logit in zip(
+                    views, rendered[start:stop], regressors[start:stop], logits[start:stop],
+                    strict=True,
+                )
+            ]  # fmt: skip
+            results.append(self._merge(found))
+            start = stop
+        return results
+
+    def _view_detections(self, view: _View, affine: np.ndarray, reg, logit):
+        boxes, keypoints, scores = self._to_image(
+            *self._decode(reg, logit), torch.as_tensor(affine, dtype=torch.float32)
+        )
+        keep = self._uncut(boxes, view)
+        return boxes[keep], keypoints[keep], scores[keep]
+
+    def _merge(self, found: list[tuple[torch.Tensor, ...]]) -> Detections:
+        """One image's detections: the whole-image view's, plus the faces only tiles found."""
         whole = weighted_nms(*found[0], self.iou_threshold)
         if len(found) > 1:
             tiles = weighted_nms(

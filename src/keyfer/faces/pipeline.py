@@ -72,10 +72,19 @@ class FacePipeline:
         self.min_presence = min_presence
         self.refine = refine
 
-    @torch.inference_mode()
     def locate(self, image: np.ndarray) -> Located:
         """Detection and alignment (and the ``refine`` passes) of one (H, W, 3) RGB image."""
-        detections = self.detector(image)
+        return self.locate_batch([image])[0]
+
+    @torch.inference_mode()
+    def locate_batch(self, images: Sequence[np.ndarray]) -> list[Located]:
+        """:meth:`locate` for many images, with their detector views batched together."""
+        return [
+            self._align(image, detections)
+            for image, detections in zip(images, self.detector.detect_batch(images), strict=True)
+        ]
+
+    def _align(self, image: np.ndarray, detections: Detections) -> Located:
         crop_to_image = align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
         for _ in range(self.refine):
             crops = align.extract_crops(image, crop_to_image)
@@ -84,9 +93,13 @@ class FacePipeline:
             crop_to_image = align.crop_to_image_from_mesh(mesh)
         return Located(detections, crop_to_image, align.extract_crops(image, crop_to_image))
 
+    def kept(self, presence: torch.Tensor) -> torch.Tensor:
+        """(N,) bool on the CPU: the faces whose FaceMesh ``presence`` (N,) is high enough."""
+        return (presence >= self.min_presence).cpu()
+
     def finish(self, located: Located, out: FaceMeshOutput) -> Faces:
         """:class:`Faces` from located faces and FaceMesh's output on their crops."""
-        keep = (out.presence >= self.min_presence).cpu()
+        keep = self.kept(out.presence)
         crop_to_image = located.crop_to_image[keep]
         mesh = align.mesh_to_image(crop_to_image, out.mesh.float().cpu()[keep])
         detections = located.detections
@@ -112,7 +125,7 @@ class FacePipeline:
     def batch(self, images: Sequence[np.ndarray], batch_size: int = 32) -> list[Faces]:
         """:meth:`__call__` for many images, with FaceMesh run on up to ``batch_size`` crops at
         a time across images (faster per face); no taps."""
-        located = [self.locate(image) for image in images]
+        located = self.locate_batch(images)
         crops = torch.cat([found.crops for found in located])
         outputs = [self.facemesh(chunk.to(self.device)) for chunk in crops.split(batch_size)]
         mesh = torch.cat([o.mesh for o in outputs]) if outputs else torch.zeros(0, 468, 3)
