@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from keyfer.faces.weights import SHA256SUMS, WEIGHTS_DIR, expected_sha256
+from keyfer.faces.weights import WEIGHTS_DIR, expected_sha256, record_sha256
 
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 DEFAULT_CACHE = Path(".cache/mediapipe")
@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [f for f, d in digests.items() if shipped.get(f) != d]
         print("mismatch: " + ", ".join(bad) if bad else "all weights reproduce byte for byte")
         return 1 if bad else 0
-    sums = "".join(f"{d}  {f}\n" for f, d in sorted(digests.items()))
-    (args.out / SHA256SUMS.name).write_text(sums)
-    print(sums, end="")
+    print(record_sha256(args.out, digests), end="")
     return 0
 
 
