@@ -17,11 +17,13 @@ from pathlib import Path
 from keyfer.train.cached import CachedData, build_head, head_logits
 from keyfer.train.checkpoint import load_checkpoint
 from keyfer.train.metrics import SUMMARY_METRICS
-from keyfer.train.run import cache_for
+from keyfer.train.run import appearance_cache_for, cache_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/results/ablation.json"
 NONE = ["model.rkfa=none", "train.regularization=none"]
+N3000 = ["train_subset=3000", "model.dim=16", "train.regularization=consistency"]
+BOTH = ["model.appearance=both"]
 ROWS = {
     "global-only": ["model.use_keypoint_features=false", *NONE],
     "kf": NONE,
@@ -34,13 +36,14 @@ ROWS = {
     "full-keypoint-augment": ["model.rkfa=keypoint", "train.regularization=augment"],
     "full-probability-labels": ["train.label_mode=probability", "train.regularization=consistency"],
     # 68 versus 468 keypoints, on the 3,000-image training subset of the quick config.
-    "ibug68-n3000-d16": ["train_subset=3000", "model.dim=16", "train.regularization=consistency"],
-    "mesh468-n3000-d16": [
-        "train_subset=3000",
-        "model.dim=16",
-        "model.keypoints=mesh468",
-        "train.regularization=consistency",
-    ],
+    "ibug68-n3000-d16": N3000,
+    "mesh468-n3000-d16": [*N3000, "model.keypoints=mesh468"],
+    # The appearance branch (dlib's ResNet, frozen, cached) fused with the FaceMesh KFs.
+    "appearance-global-n3000-d16": [*N3000, "model.appearance=global"],
+    "appearance-kf-n3000-d16": [*N3000, "model.appearance=keypoints"],
+    "appearance-both-n3000-d16": [*N3000, "model.appearance=both"],
+    "appearance-both-replace-n3000-d16": [*N3000, *BOTH, "model.appearance_global=replace"],
+    "appearance-both-l3l2-n3000-d16": [*N3000, *BOTH, "model.appearance_taps=[level3,level2]"],
 }
 # Frozen versus fine-tuned FaceMesh: image-level training on the quick config's 3,000 images,
 # both starting from the quick run's head (run `keyfer train configs/quick.yaml` first).
@@ -67,7 +70,9 @@ def perturbed_accuracy(checkpoint: Path) -> dict:
     experiment, state = load_checkpoint(checkpoint)
     head = build_head(experiment.model)
     head.load_state_dict(state["head"])
-    valid = CachedData.load(cache_for(experiment, "valid"), experiment.model)
+    cache = cache_for(experiment, "valid")
+    appearance = appearance_cache_for(experiment, "valid", cache)
+    valid = CachedData.load(cache, experiment.model, appearance)
     predictions = head_logits(head, valid, perturbed=True).argmax(1)
     accuracy = float((predictions == valid.labels).float().mean())
     return {"sigma": experiment.train.sigma, "accuracy": accuracy}

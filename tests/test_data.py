@@ -123,11 +123,15 @@ def test_ferplus_errors() -> None:
         load_ferplus(FIXTURE, "train", label_mode="soft")
 
 
-def test_read_label_csv_rejects_malformed_rows(tmp_path: Path) -> None:
+def test_read_label_csv_counts_malformed_rows(tmp_path: Path, caplog) -> None:
     bad = tmp_path / "label.csv"
-    bad.write_text('a.png,"(0, 0, 48, 48)",1,2,3\n')
-    with pytest.raises(KeyferError, match="line 1"):
-        read_label_csv(bad)
+    bad.write_text('a.png,"(0, 0, 48, 48)",1,2,3\nb.png,"(0, 0, 48, 48)",0,9,1,0,0,0,0,0,0,0\n')
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "b.png")
+    with caplog.at_level(logging.WARNING):
+        split = read_label_csv(bad)
+    assert [s.path.name for s in split.samples] == ["b.png"]
+    assert len(split.malformed) == 1 and split.malformed[0].startswith("line 1:")
+    assert "1 malformed rows skipped" in caplog.text
 
 
 @pytest.mark.skipif(

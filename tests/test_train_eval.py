@@ -242,3 +242,56 @@ def test_ferplus_eval_never_restricts_classes_even_when_a_split_lacks_some(check
     # The fixture's train split holds only 3 of the 8 classes; FERPlus still has all 8.
     report = _eval(checkpoint, tmp_path, "all-classes")
     assert report["restricted_to"] is None
+
+
+def test_cached_engine_trains_a_head_on_fused_appearance_features(tmp_path):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    sets = ["model.appearance=both", "model.appearance_taps=[level3, level2]"]
+    args = ["train", str(config), "--out", str(out)]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert any(name.endswith("-dlib-level3-level2-level1") for name in caches)
+    # The head trained on caches scores the same images end to end through the dlib branch.
+    report = _eval(out / "checkpoint.pt", tmp_path, "fused")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert report["n"] == metrics["n"]
+    assert report["accuracy"] == pytest.approx(metrics["accuracy"], abs=1.5 / metrics["n"])
+
+
+def test_image_engine_fine_tunes_the_appearance_branch_after_a_frozen_epoch(tmp_path):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    sets = [
+        "train.engine=images",
+        "model.appearance=keypoints",
+        "model.finetune_appearance=true",
+        "train.appearance_freeze_epochs=1",
+        "train.epochs=2",
+        "train.batch_size=2",
+        "train.num_workers=0",
+        "train.augmentation={rotation: 5, erase_prob: 0.5}",
+    ]
+    args = ["train", str(config), "--out", str(out)]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    from keyfer.faces.dlib_resnet import DlibResNet
+
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    original = DlibResNet.from_pretrained().state_dict()["stem_conv.weight"]
+    assert not torch.equal(state["appearance"]["network.stem_conv.weight"], original)
+    frozen_run = CliRunner().invoke(
+        main, [*args, "--out", str(tmp_path / "frozen"), "--set", "train.epochs=1"]
+    )
+    assert frozen_run.exit_code == 0, frozen_run.output
+    frozen = torch.load(tmp_path / "frozen/checkpoint.pt", weights_only=True)
+    assert torch.equal(frozen["appearance"]["network.stem_conv.weight"], original)
+    bad = CliRunner().invoke(
+        main, ["train", str(config), "--out", str(out), "--set", "train.augmentation={spin: 3}"]
+    )
+    assert bad.exit_code == 1 and "unknown augmentation keys" in bad.output

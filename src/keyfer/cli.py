@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,10 +16,12 @@ import numpy as np
 import torch
 
 from keyfer import __version__
+from keyfer.data.datasets import DATASETS
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.records import RecordWriter
+from keyfer.robustness import FILLS, Occlusion, parse_landmark_noise, parse_occlusions
 from keyfer.runner import RunSummary, landmarks_describer, run_images
 
 _device_option = click.option(
@@ -27,6 +30,18 @@ _device_option = click.option(
 _threads_option = click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
+
+
+def _parsed(parse: Callable[[str], tuple]) -> Callable[..., tuple]:
+    """A click callback that parses an option's text, a KeyferError becoming a usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple:
+        try:
+            return () if value is None else parse(value)
+        except KeyferError as error:
+            raise click.BadParameter(str(error), ctx, param) from error
+
+    return callback
 
 
 class _Group(click.Group):
@@ -143,9 +158,11 @@ def train(
 ) -> None:
     """Train an NKF expression model from a YAML CONFIG (see configs/).
 
-    Writes checkpoint.pt (with its config), train.log and metrics.json to the run folder.
+    Writes checkpoint.pt (with its config), train.log and metrics.json to the run folder. On
+    several GPUs or nodes: torchrun --nproc_per_node=N -m keyfer.cli train CONFIG ...
     """
     from keyfer.train.config import load_experiment
+    from keyfer.train.distributed import is_main_process
     from keyfer.train.run import train_experiment
 
     if threads:
@@ -153,10 +170,11 @@ def train(
     experiment = load_experiment(config, list(overrides))
     run_dir = out or Path("runs") / experiment.name
     metrics = train_experiment(experiment, run_dir, resume, resolve_device(device))
-    click.echo(
-        f"valid accuracy {metrics['accuracy']:.4f}, mean class accuracy "
-        f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
-    )
+    if is_main_process():
+        click.echo(
+            f"valid accuracy {metrics['accuracy']:.4f}, mean class accuracy "
+            f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+        )
 
 
 @main.command(name="eval")
@@ -167,18 +185,51 @@ def train(
     show_default=True,
     help="A shipped model name or a checkpoint path.",
 )
-@click.option("--dataset", required=True, type=click.Choice(["ferplus", "folder"]))
+@click.option("--dataset", required=True, type=click.Choice(list(DATASETS)))
 @click.option(
     "--root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The dataset root as distributed (for ferplus: the folder holding data/).",
+    help="The dataset root as distributed: the folder holding data/FER2013*/ (ferplus), "
+    "fer2013.csv or train/ and test/ (fer2013), EmoLabel/ and Image/ (rafdb), "
+    "Manually_Annotated_* (affectnet, affectnet7), or the class folders (folder).",
 )
-@click.option("--split", help="ferplus: train, valid or test; folder: omit (or all).")
+@click.option(
+    "--split",
+    help="ferplus: train, valid or test; fer2013: train, publictest or privatetest (CSV), "
+    "train or test (folders); rafdb: train or test; affectnet, affectnet7: train or "
+    "validation; folder: omit (or all).",
+)
 @click.option("--json", "json_path", type=_FILE, help="Write the full report as JSON.")
-@click.option("--plots", type=_DIR, help="Write a confusion-matrix PNG and a per-class report.")
+@click.option(
+    "--plots",
+    type=_DIR,
+    help="Write a confusion-matrix PNG, a per-class report and any robustness-curve PNGs.",
+)
 @click.option("--tta", type=click.Choice(["flip"]), help="Average with the mirrored face.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--landmark-noise",
+    metavar="SIGMAS",
+    callback=_parsed(parse_landmark_noise),
+    help="Also score with every keypoint moved by N(0, (sigma x IOD)^2), for each "
+    "comma-separated sigma, e.g. 0,0.02,0.05,0.1.",
+)
+@click.option(
+    "--occlusion",
+    metavar="LIST",
+    callback=_parsed(parse_occlusions),
+    help="Also score occluded crops: comma-separated square patch sides as a fraction of the "
+    "192 px crop (at a random point of the face), and/or eyes, mouth, e.g. 0.1,0.2,eyes,mouth.",
+)
+@click.option("--occlusion-fill", type=click.Choice(list(FILLS)), default="gray", show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Seed of the landmark noise and patch positions.",
+)
 @_device_option
 @_threads_option
 def evaluate_command(
@@ -190,28 +241,58 @@ def evaluate_command(
     plots: Path | None,
     tta: str | None,
     batch_size: int,
+    landmark_noise: tuple[float, ...],
+    occlusion: tuple[Occlusion, ...],
+    occlusion_fill: str,
+    seed: int,
     device: str,
     threads: int | None,
 ) -> None:
-    """Score an expression model on a labelled dataset split."""
+    """Score an expression model on a labelled dataset split.
+
+    With --landmark-noise and --occlusion, the report also holds robustness curves (printed,
+    and plotted with --plots); METHOD §4.
+    """
     import json
 
     from keyfer.evaluate import evaluate, load_dataset, load_model
+    from keyfer.robustness import RobustnessSpec, robustness_table, save_robustness_pngs
     from keyfer.train.plots import save_confusion_png
 
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model_name, resolve_device(device))
-    samples, dataset_classes = load_dataset(dataset, root, split)
+    data = load_dataset(dataset, root, split)
+    robustness = None
+    if landmark_noise or occlusion:
+        robustness = RobustnessSpec(landmark_noise, occlusion, occlusion_fill, seed)
     report = evaluate(
-        loaded, samples, dataset_classes, tta_flip=tta == "flip", batch_size=batch_size
+        loaded,
+        data.samples,
+        data.classes,
+        tta_flip=tta == "flip",
+        batch_size=batch_size,
+        robustness=robustness,
     )
-    report.update(dataset=dataset, split=split or "all", root=str(root))
+    report.update(
+        dataset=dataset,
+        split=split or "all",
+        root=str(root),
+        skipped_rows=dict(data.skipped),
+        excluded_rows=dict(data.excluded),
+    )
     click.echo(
         f"{loaded.name} on {dataset}/{split or 'all'} (n={report['n']}): accuracy "
         f"{report['accuracy']:.4f}, mean class accuracy {report['mean_class_accuracy']:.4f}, "
         f"macro-F1 {report['macro_f1']:.4f}"
     )
+    if report["restricted_to"]:
+        click.echo(
+            f"predictions restricted to the dataset's {len(report['restricted_to'])} classes "
+            f"({', '.join(report['restricted_to'])}) of the model's {len(loaded.classes)}"
+        )
+    if robustness:
+        click.echo(robustness_table(report))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1) + "\n")
@@ -228,6 +309,7 @@ def evaluate_command(
                 f"{row['f1']:>6.3f} {row['support']:>7d}"
             )
         (plots / f"{stem}_report.txt").write_text("\n".join(lines) + "\n")
+        save_robustness_pngs(report, plots, stem, title)
 
 
 @main.command()
@@ -358,10 +440,7 @@ def predict(
                 pass
             return
 
-        def describe(image: np.ndarray, annotated: bool):
-            return job.describe(image, annotated)
-
-        summary = run_images(paths, describe, writer, annotate, "predict", job.run_video)
+        summary = run_images(paths, job.describe_batch, writer, annotate, "predict", job.run_video)
     _finish_run(ctx, summary, paths, "images or videos")
 
 
@@ -443,3 +522,7 @@ def bench(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+if __name__ == "__main__":  # torchrun -m keyfer.cli train ...
+    main()

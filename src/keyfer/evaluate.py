@@ -7,6 +7,7 @@ The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from keyfer.data.ferplus import load_ferplus
-from keyfer.data.folder import load_folder
+from keyfer.data.datasets import load_split
 from keyfer.data.labels import CLASSES, Sample
 from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, prepare_face
+from keyfer.data.samples import load_sample_image
+from keyfer.data.split import DatasetSplit
 from keyfer.errors import KeyferError
-from keyfer.io.images import read_image
 from keyfer.models.registry import create_model, get_record, list_models
 from keyfer.nkf.model import NKFModel
+from keyfer.robustness import RobustnessSpec, robustness_logits, robustness_report
 from keyfer.train.checkpoint import load_checkpoint
 from keyfer.train.metrics import classification_report
 
 log = logging.getLogger(__name__)
-DATASETS = ("ferplus", "folder")
 
 
 @dataclass
@@ -53,6 +54,8 @@ def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
         model.head.load_state_dict(state["head"])
         if "facemesh" in state:  # fine-tuned alignment network
             model.facemesh.load_state_dict(state["facemesh"])
+        if "appearance" in state:  # fine-tuned appearance branch
+            model.appearance.load_state_dict(state["appearance"])
         temperature = float(state.get("temperature", 1.0))
         loaded = LoadedModel(
             str(path),
@@ -84,30 +87,59 @@ def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
     return loaded
 
 
-def load_dataset(dataset: str, root: Path, split: str | None) -> tuple[list[Sample], list[str]]:
-    """Samples of ``dataset`` (``ferplus`` or ``folder``) under ``root`` (METHOD §4 names), and
-    the dataset's own classes: all eight for FERPlus, the class folders for ``folder``."""
-    if dataset == "ferplus":
-        if split not in ("train", "valid", "test"):
-            raise KeyferError("--split for ferplus must be train, valid or test")
-        return load_ferplus(root, split, "majority").samples, list(CLASSES)
-    if dataset == "folder":
-        if split not in (None, "all"):
-            raise KeyferError("the folder dataset has no splits; omit --split or use all")
-        samples = load_folder(root)
-        return samples, [CLASSES[i] for i in sorted({s.label for s in samples})]
-    raise KeyferError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+def load_dataset(dataset: str, root: Path, split: str | None) -> DatasetSplit:
+    """Split ``split`` of ``dataset`` under ``root`` (METHOD §4 names) with majority labels:
+    its samples, its own classes (the restriction of a model's predictions) and the rows left
+    out (:func:`keyfer.data.datasets.load_split`)."""
+    return load_split(dataset, root, split, "majority")
+
+
+def _crop_tensor(loaded: LoadedModel, crops: np.ndarray) -> torch.Tensor:
+    """(B, 192, 192, 3) uint8 crops -> (B, 3, 192, 192) floats in [0, 1] on the model's device."""
+    device = next(loaded.model.parameters()).device
+    return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
 @torch.inference_mode()
 def predict_logits(loaded: LoadedModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
     """(B, 192, 192, 3) uint8 crops -> (B, n_classes) temperature-scaled logits."""
-    device = next(loaded.model.parameters()).device
-    batch = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() / 255.0
+    batch = _crop_tensor(loaded, crops)
     logits = loaded.model(batch).logits
     if tta_flip:
         logits = (logits + loaded.model(batch.flip(-1)).logits) / 2
     return logits.float().cpu() / loaded.temperature
+
+
+BatchLogits = Callable[[np.ndarray, list[int]], list[torch.Tensor]]
+"""(B, 192, 192, 3) uint8 crops and their positions in the sample list -> (B, n_classes) logits."""
+
+
+def _dataset_pass(
+    loaded: LoadedModel, samples: list[Sample], batch_size: int, batch_logits: BatchLogits
+) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+    """``batch_logits`` of the readable samples, each output concatenated to (N, n_classes), their
+    (N,) labels, and the error messages of the unreadable samples."""
+    outputs, labels, unreadable = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
+        crops, batch_labels, indices = [], [], []
+        for index, sample in enumerate(samples[start : start + batch_size], start):
+            try:
+                image = load_sample_image(sample)
+                crops.append(prepare_face(image, loaded.color_mode, loaded.margin, loaded.padding))
+                batch_labels.append(sample.label)
+                indices.append(index)
+            except KeyferError as error:
+                unreadable.append(str(error))
+        if crops:
+            outputs.append(batch_logits(np.stack(crops), indices))
+            labels.extend(batch_labels)
+    if not labels:
+        raise KeyferError("no image of the dataset could be read")
+    return (
+        [torch.cat(parts) for parts in zip(*outputs, strict=True)],
+        torch.tensor(labels),
+        unreadable,
+    )
 
 
 def dataset_logits(
@@ -115,22 +147,28 @@ def dataset_logits(
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(N, n_classes) temperature-scaled logits and (N,) labels of the readable samples, and the
     error messages of the unreadable ones."""
-    logits, labels, unreadable = [], [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
-        crops, batch_labels = [], []
-        for sample in samples[start : start + batch_size]:
-            try:
-                image = read_image(sample.path)
-                crops.append(prepare_face(image, loaded.color_mode, loaded.margin, loaded.padding))
-                batch_labels.append(sample.label)
-            except KeyferError as error:
-                unreadable.append(str(error))
-        if crops:
-            logits.append(predict_logits(loaded, np.stack(crops), tta_flip))
-            labels.extend(batch_labels)
-    if not labels:
-        raise KeyferError("no image of the dataset could be read")
-    return torch.cat(logits), torch.tensor(labels), unreadable
+    (logits,), labels, unreadable = _dataset_pass(
+        loaded, samples, batch_size, lambda crops, _: [predict_logits(loaded, crops, tta_flip)]
+    )
+    return logits, labels, unreadable
+
+
+def robustness_dataset_logits(
+    loaded: LoadedModel,
+    samples: list[Sample],
+    spec: RobustnessSpec,
+    tta_flip: bool = False,
+    batch_size: int = 64,
+) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+    """Like :func:`dataset_logits`, with one (N, n_classes) temperature-scaled logits tensor per
+    setting in :func:`keyfer.robustness.robustness_logits` order (the clean crops first)."""
+
+    def batch_logits(crops: np.ndarray, indices: list[int]) -> list[torch.Tensor]:
+        batch = _crop_tensor(loaded, crops)
+        logits = robustness_logits(loaded.model, batch, indices, spec, tta_flip)
+        return [values.float().cpu() / loaded.temperature for values in logits]
+
+    return _dataset_pass(loaded, samples, batch_size, batch_logits)
 
 
 def evaluate(
@@ -139,13 +177,22 @@ def evaluate(
     dataset_classes: list[str] = CLASSES,
     tta_flip: bool = False,
     batch_size: int = 64,
+    robustness: RobustnessSpec | None = None,
 ) -> dict[str, Any]:
     """Score ``loaded`` on ``samples``; unreadable images are counted, not scored. When the
     dataset's classes are fewer than the model's, predictions are restricted to them (by the
-    canonical names), and the report says so in ``restricted_to``."""
+    canonical names), and the report says so in ``restricted_to``. With ``robustness``, the same
+    pass also scores its landmark-noise and occlusion settings (:mod:`keyfer.robustness`), with
+    the same restriction and mirror TTA, into ``landmark_noise`` and ``occlusion``."""
     present = [loaded.classes.index(c) for c in dataset_classes if c in loaded.classes]
     restricted = list(dataset_classes) if len(present) < len(loaded.classes) else None
-    logits, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
+    if robustness is None:
+        clean, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
+        variants = [clean]
+    else:
+        variants, labels, unreadable = robustness_dataset_logits(
+            loaded, samples, robustness, tta_flip, batch_size
+        )
     if restricted:
         log.info(
             "the dataset has %d of the model's %d classes; predictions are restricted to %s",
@@ -153,14 +200,16 @@ def evaluate(
             len(loaded.classes),
             ", ".join(restricted),
         )
-        mask = torch.full((len(loaded.classes),), float("-inf"))
-        mask[present] = 0.0
-        logits = logits + mask
-    report = classification_report(labels.numpy(), logits.argmax(1).numpy(), loaded.classes)
+    mask = torch.full((len(loaded.classes),), float("-inf"))
+    mask[present] = 0.0
+    variants = [values + mask for values in variants]
+    report = classification_report(labels.numpy(), variants[0].argmax(1).numpy(), loaded.classes)
     report.update(
         model=loaded.name,
         tta="flip" if tta_flip else None,
         restricted_to=restricted,
         unreadable=len(unreadable),
     )
+    if robustness is not None:
+        report.update(robustness_report(variants, labels.numpy(), loaded.classes, robustness))
     return report

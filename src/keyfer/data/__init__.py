@@ -1,18 +1,31 @@
-"""Dataset adapters in their official on-disk formats, the class vocabulary, and the preparation
-of pre-cropped faces for FaceMesh."""
+"""Dataset adapters in their official on-disk formats, the class vocabulary, the one sample
+loader, and the preparation of pre-cropped faces for FaceMesh."""
 
+from keyfer.data.affectnet import load_affectnet
+from keyfer.data.datasets import DATASETS, load_split
+from keyfer.data.fer2013 import load_fer2013
 from keyfer.data.ferplus import FerPlusSplit, load_ferplus, read_label_csv
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import CLASSES, Sample, canonical_class
 from keyfer.data.precrop import precrop_to_facemesh, precrop_transform, to_gray3
+from keyfer.data.rafdb import load_rafdb
+from keyfer.data.samples import load_sample_image
+from keyfer.data.split import DatasetSplit
 
 __all__ = [
     "CLASSES",
+    "DATASETS",
+    "DatasetSplit",
     "FerPlusSplit",
     "Sample",
     "canonical_class",
+    "load_affectnet",
+    "load_fer2013",
     "load_ferplus",
     "load_folder",
+    "load_rafdb",
+    "load_sample_image",
+    "load_split",
     "precrop_to_facemesh",
     "precrop_transform",
     "read_label_csv",

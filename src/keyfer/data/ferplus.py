@@ -50,11 +50,13 @@ class FerPlusSplit:
     ``samples``: the kept images whose file exists, in file order. ``dropped``: rows the label
     rule dropped, counted by reason (``no_majority``, ``unknown``, ``not_face``). ``missing``:
     image paths of rows the rule kept but whose file does not exist (left out of ``samples``).
+    ``malformed``: what is wrong with each row that is not a label row (``line N: ...``).
     """
 
     samples: list[Sample] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     missing: list[Path] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
 
 
 def zero_single_votes(votes: Sequence[int]) -> np.ndarray:
@@ -89,14 +91,16 @@ def vote_target(votes: Sequence[int]) -> np.ndarray:
 def read_label_csv(path: str | Path, label_mode: str = "majority") -> FerPlusSplit:
     """Read one FERPlus label.csv and apply the label rule of ``label_mode``.
 
-    Image paths are resolved in the csv's folder. Kept rows whose image file is missing are
-    listed in ``missing`` and reported with one logged warning; they never raise.
+    Image paths are resolved in the csv's folder. Kept rows whose image file is missing, and
+    malformed rows, are listed in ``missing`` and ``malformed`` and reported with one logged
+    warning each; they never raise.
     """
     if label_mode not in LABEL_MODES:
         raise KeyferError(f"unknown FERPlus label mode {label_mode!r}; choose from {LABEL_MODES}")
     path = Path(path)
     split = FerPlusSplit()
-    for line, name, votes in _read_rows(path):
+    rows, split.malformed = _read_rows(path)
+    for line, name, votes in rows:
         winner = majority_winner(votes)
         if winner is None:
             split.dropped[NO_MAJORITY] += 1
@@ -111,6 +115,11 @@ def read_label_csv(path: str | Path, label_mode: str = "majority") -> FerPlusSpl
         log.warning(
             "%s: %d of the kept rows have no image file and are left out (first: %s)",
             path, len(split.missing), split.missing[0],
+        )  # fmt: skip
+    if split.malformed:
+        log.warning(
+            "%s: %d malformed rows skipped (first: %s)",
+            path, len(split.malformed), split.malformed[0],
         )  # fmt: skip
     return split
 
@@ -134,14 +143,15 @@ def load_ferplus(root: str | Path, split: str, label_mode: str = "majority") -> 
     )
 
 
-def _read_rows(path: Path) -> list[tuple[int, str, list[int]]]:
-    """label.csv -> (line number, file name, ten vote counts) per row; bad rows raise."""
+def _read_rows(path: Path) -> tuple[list[tuple[int, str, list[int]]], list[str]]:
+    """label.csv -> (line number, file name, ten vote counts) per row, and what is wrong with
+    each malformed row (``line N: ...``)."""
     try:
         with path.open(newline="") as handle:
             rows = list(csv.reader(handle))
     except OSError as exc:
         raise KeyferError(f"cannot read FERPlus labels {path}: {exc}") from exc
-    parsed = []
+    parsed, malformed = [], []
     for line, row in enumerate(rows, start=1):
         if not row:
             continue
@@ -150,6 +160,7 @@ def _read_rows(path: Path) -> list[tuple[int, str, list[int]]]:
                 raise ValueError(f"expected {2 + len(VOTE_COLUMNS)} columns, found {len(row)}")
             votes = [int(v) for v in row[2:]]
         except ValueError as exc:
-            raise KeyferError(f"{path}, line {line}: not a FERPlus label row ({exc})") from exc
+            malformed.append(f"line {line}: not a FERPlus label row ({exc})")
+            continue
         parsed.append((line, row[0].strip(), votes))
-    return parsed
+    return parsed, malformed

@@ -6,6 +6,7 @@ adapter maps its labels onto them, and a label index always means a position in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ CLASSES: tuple[str, ...] = (
     "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
 )  # fmt: skip
 """Canonical class names in canonical order; a label index is a position in this tuple."""
+
+BASIC_CLASSES: tuple[str, ...] = tuple(c for c in CLASSES if c != "contempt")
+"""The seven basic expressions (no contempt) in canonical order: RAF-DB, FER2013, AffectNet-7."""
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "neutral": ("neutral",),
@@ -58,15 +62,24 @@ def accepted_names() -> str:
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image.
+    """One labelled image; :func:`keyfer.data.samples.load_sample_image` reads its face.
 
-    ``path``: the image file. ``label``: index into :data:`CLASSES`. ``target``: (8,) float32
-    soft target over :data:`CLASSES` summing to 1 (one-hot unless the label mode gives votes).
+    ``path``: the image file, or for ``pixels`` read from a list file, that file's path with
+    ``#<line number>`` appended (for messages only). ``label``: index into :data:`CLASSES`.
+    ``target``: (8,) float32 soft target over :data:`CLASSES` summing to 1 (one-hot unless the
+    label mode gives votes). ``box``: where the face is, when the image holds more than the
+    face: (x, y, w, h) in source-image pixels, spanning [x, x + w) x [y, y + h) (a pixel's
+    centre at integer + 0.5). ``pixels``: the (H, W) or (H, W, 3) uint8 image itself, when it
+    is not a file. ``detect``: the face must be found by the face detector (an in-the-wild image
+    without a box).
     """
 
     path: Path
     label: int
     target: np.ndarray
+    box: tuple[float, float, float, float] | None = None
+    pixels: np.ndarray | None = None
+    detect: bool = False
 
 
 def one_hot(label: int) -> np.ndarray:
@@ -74,3 +87,8 @@ def one_hot(label: int) -> np.ndarray:
     target = np.zeros(len(CLASSES), dtype=np.float32)
     target[label] = 1.0
     return target
+
+
+def label_indices(names: Sequence[str]) -> tuple[int, ...]:
+    """A dataset's label names in its own order -> their indices into :data:`CLASSES`."""
+    return tuple(CLASSES.index(canonical_class(name)) for name in names)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keyfer.errors import KeyferError
+from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
 from keyfer.faces.facemesh import TAP_STRIDES
+from keyfer.nkf.appearance import DEFAULT_TAPS as DEFAULT_APPEARANCE_TAPS
 from keyfer.nkf.rkfa import RKFA_FORMS
 
 KEYPOINT_SETS = ("ibug68", "mesh468")
 HEADS = ("concat", "mean", "attention")
 COLOR_MODES = ("gray3", "rgb")
+APPEARANCE_MODES = ("none", "global", "keypoints", "both")
+APPEARANCE_GLOBAL = ("join", "replace")
 
 
 @dataclass
@@ -24,6 +28,12 @@ class ModelConfig:
     ``head``: concat (keeps keypoint identity), mean, or attention pooling over tokens.
     ``finetune_alignment``: train FaceMesh too (at ``TrainConfig.alignment_lr``).
     ``color_mode``: gray3 (gray replicated to 3 channels, for FERPlus) or rgb.
+
+    The appearance branch (dlib's face-recognition ResNet, :mod:`keyfer.nkf.appearance`):
+    ``appearance`` none, ``global`` (its pooled 256-d feature), ``keypoints`` (its Keypoint
+    Features from ``appearance_taps``, joined to each FaceMesh token) or ``both``;
+    ``appearance_global`` join (beside FaceMesh's global feature) or replace (instead of it);
+    ``finetune_appearance`` trains the branch too (at ``TrainConfig.appearance_lr``).
     """
 
     keypoints: str | list[int] = "ibug68"
@@ -38,6 +48,10 @@ class ModelConfig:
     num_classes: int = 8
     finetune_alignment: bool = False
     color_mode: str = "gray3"
+    appearance: str = "none"
+    appearance_taps: list[str] = field(default_factory=lambda: list(DEFAULT_APPEARANCE_TAPS))
+    appearance_global: str = "join"
+    finetune_appearance: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,6 +66,12 @@ class ModelConfig:
             (self.color_mode in COLOR_MODES, f"color_mode must be one of {COLOR_MODES}"),
             (self.dim > 0 and self.hidden > 0 and 0 <= self.dropout < 1,
              "dim and hidden must be positive and dropout in [0, 1)"),
+            (self.appearance in APPEARANCE_MODES,
+             f"appearance must be one of {APPEARANCE_MODES}"),
+            (set(self.appearance_taps) <= set(APPEARANCE_TAPS) and len(self.appearance_taps) > 0,
+             f"appearance_taps must be a non-empty subset of {tuple(APPEARANCE_TAPS)}"),
+            (self.appearance_global in APPEARANCE_GLOBAL,
+             f"appearance_global must be one of {APPEARANCE_GLOBAL}"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:

@@ -57,6 +57,12 @@ class NKFHead(nn.Module):
             nn.Linear(config.hidden, config.num_classes),
         )
 
+    def output_keys(self) -> set[str]:
+        """State-dict keys of the output layer: the classifier's last Linear, one row per class
+        (what a new classifier for another dataset re-initialises)."""
+        last = len(self.classifier) - 1
+        return {f"classifier.{last}.{name}" for name, _ in self.classifier[last].named_parameters()}
+
     def forward(self, keypoint_features: torch.Tensor, global_feature: torch.Tensor) -> HeadOutput:
         parts, importance = [], None
         if self.config.use_keypoint_features:

@@ -9,9 +9,17 @@ from torch import nn
 
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import TAP_CHANNELS, FaceMesh
-from keyfer.faces.ibug68 import MESH_TO_IBUG68, inter_ocular_distance
+from keyfer.faces.ibug68 import MESH_TO_IBUG68, ibug68, inter_ocular_distance
+from keyfer.nkf.appearance import (
+    GLOBAL_CHANNELS as APPEARANCE_GLOBAL_CHANNELS,
+)
+from keyfer.nkf.appearance import (
+    AppearanceBranch,
+    AppearanceFeatures,
+    appearance_channels,
+)
 from keyfer.nkf.config import ModelConfig
-from keyfer.nkf.head import NKFHead
+from keyfer.nkf.head import HeadOutput, NKFHead
 from keyfer.nkf.keypoint_features import keypoint_feature_channels, sample_keypoint_features
 
 NASAL_BASE_VERTEX = 2  # the subnasale in the mesh; iBUG point 34
@@ -29,11 +37,44 @@ def keypoint_indices(keypoints: str | list[int]) -> list[int]:
     return list(keypoints)
 
 
+def head_channels(config: ModelConfig) -> tuple[int, int]:
+    """(channels of each keypoint token, channels of the global feature) the head receives:
+    FaceMesh's, then the appearance branch's where the config joins them (see :func:`fuse`)."""
+    keypoint = keypoint_feature_channels(config.taps)
+    global_ = TAP_CHANNELS[GLOBAL_TAP]
+    if config.appearance in ("keypoints", "both"):
+        keypoint += appearance_channels(config.appearance_taps)
+    if config.appearance in ("global", "both"):
+        replace = config.appearance_global == "replace"
+        global_ = APPEARANCE_GLOBAL_CHANNELS + (0 if replace else global_)
+    return keypoint, global_
+
+
+def fuse(
+    config: ModelConfig,
+    keypoint_features: torch.Tensor,
+    global_feature: torch.Tensor,
+    appearance_keypoint_features: torch.Tensor | None,
+    appearance_global: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's input: FaceMesh's (B, K, C) tokens and (B, G) global feature, joined by the
+    appearance branch's (B, K, Ca) and (B, 256) as ``config.appearance`` says (channels
+    concatenated, FaceMesh first; see :func:`head_channels`)."""
+    if config.appearance in ("keypoints", "both"):
+        keypoint_features = torch.cat([keypoint_features, appearance_keypoint_features], -1)
+    if config.appearance in ("global", "both"):
+        if config.appearance_global == "replace":
+            global_feature = appearance_global
+        else:
+            global_feature = torch.cat([global_feature, appearance_global], -1)
+    return keypoint_features, global_feature
+
+
 class Features(NamedTuple):
     """What the head needs from FaceMesh for (B, 3, 192, 192) crops: ``keypoint_features``
     (B, K, C), ``global_feature`` (B, 128), ``keypoints`` (B, K, 2) crop pixels, ``iod`` (B,),
     ``mesh`` (B, 468, 3) crop pixels (differentiable when FaceMesh is trained), ``presence`` (B,),
-    ``taps`` {stride: map}."""
+    ``taps`` {stride: map}, ``appearance`` the appearance branch's features or None."""
 
     keypoint_features: torch.Tensor
     global_feature: torch.Tensor
@@ -42,6 +83,7 @@ class Features(NamedTuple):
     mesh: torch.Tensor
     presence: torch.Tensor
     taps: dict[int, torch.Tensor]
+    appearance: AppearanceFeatures | None = None
 
 
 class NKFOutput(NamedTuple):
@@ -66,10 +108,15 @@ class NKFModel(nn.Module):
             self.facemesh = FaceMesh().requires_grad_(config.finetune_alignment)
         indices = keypoint_indices(config.keypoints)
         self.register_buffer("keypoint_index", torch.tensor(indices), persistent=False)
+        self.appearance = None
+        if config.appearance != "none":
+            frozen = not config.finetune_appearance
+            self.appearance = AppearanceBranch(config.appearance_taps, frozen=frozen)
+        kf_channels, global_channels = head_channels(config)
         self.head = NKFHead(
             config,
-            kf_channels=keypoint_feature_channels(config.taps),
-            global_channels=TAP_CHANNELS[GLOBAL_TAP],
+            kf_channels=kf_channels,
+            global_channels=global_channels,
             num_keypoints=len(indices),
             representative=indices.index(NASAL_BASE_VERTEX),
         )
@@ -78,14 +125,20 @@ class NKFModel(nn.Module):
         super().train(mode)
         if not self.config.finetune_alignment:
             self.facemesh.eval()  # a frozen alignment network stays in inference mode
+        if self.appearance is not None and not self.config.finetune_appearance:
+            self.appearance.eval()
         return self
 
     def features(self, crops: torch.Tensor) -> Features:
-        """Run FaceMesh and sample the Keypoint Features at its own (detached) landmarks."""
+        """Run FaceMesh and sample the Keypoint Features at its own (detached) landmarks; with
+        an appearance branch, run it on the chip those landmarks align and sample it there too."""
         taps = sorted(set(self.config.taps) | {GLOBAL_TAP})
         out = self.facemesh(crops, taps=taps)
         mesh = out.mesh.detach()  # landmarks are coordinates, not a path for the class loss
         keypoints = mesh[:, self.keypoint_index, :2]
+        appearance = None
+        if self.appearance is not None:
+            appearance = self.appearance(crops, ibug68(mesh[..., :2]), keypoints)
         return Features(
             keypoint_features=sample_keypoint_features(out.taps, keypoints, self.config.taps),
             global_feature=out.taps[GLOBAL_TAP].mean(dim=(2, 3)),
@@ -94,9 +147,40 @@ class NKFModel(nn.Module):
             mesh=out.mesh,
             presence=out.presence,
             taps=out.taps,
+            appearance=appearance,
+        )
+
+    def classify(self, features: Features, keypoints: torch.Tensor | None = None) -> HeadOutput:
+        """The head on ``features``; with ``keypoints`` (B, K, 2) crop pixels (e.g. perturbed
+        landmarks), the Keypoint Features (FaceMesh's and the appearance branch's) are re-sampled
+        from the taps there instead of taken at FaceMesh's own landmarks, without running the
+        networks again."""
+        if keypoints is None:
+            keypoint_features = features.keypoint_features
+        else:
+            keypoint_features = sample_keypoint_features(features.taps, keypoints, self.config.taps)
+        appearance_features = None
+        if self.appearance is not None and features.appearance is not None:
+            appearance = features.appearance
+            appearance_features = (
+                appearance.keypoint_features
+                if keypoints is None
+                else self.appearance.sample(appearance, keypoints)
+            )
+            appearance_global = appearance.global_feature
+        else:
+            appearance_global = None
+        return self.head(
+            *fuse(
+                self.config,
+                keypoint_features,
+                features.global_feature,
+                appearance_features,
+                appearance_global,
+            )
         )
 
     def forward(self, crops: torch.Tensor) -> NKFOutput:
         features = self.features(crops)
-        logits, importance = self.head(features.keypoint_features, features.global_feature)
+        logits, importance = self.classify(features)
         return NKFOutput(logits, importance, features.mesh, features.presence)

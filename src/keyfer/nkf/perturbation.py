@@ -12,12 +12,15 @@ def perturb_keypoints(
     iod: torch.Tensor,
     sigma: float,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L~ = L + e with e ~ N(0, (sigma * IOD)^2) per coordinate, clamped to the crop.
 
     ``keypoints`` (B, K, 2) crop pixels, ``iod`` (B,) in the same pixels; returns (B, K, 2).
-    The noise is drawn on the CPU (``generator`` is a CPU generator) and moved to the keypoints.
+    The noise is drawn on the CPU (``generator`` is a CPU generator) and moved to the keypoints,
+    unless ``noise`` gives the (B, K, 2) standard-normal draws to scale instead.
     """
-    noise = torch.randn(keypoints.shape, generator=generator).to(keypoints)
-    perturbed = keypoints + noise * (sigma * iod)[:, None, None]
+    if noise is None:
+        noise = torch.randn(keypoints.shape, generator=generator)
+    perturbed = keypoints + noise.to(keypoints) * (sigma * iod)[:, None, None]
     return perturbed.clamp(0.0, CROP_SIZE - 1e-3)

@@ -8,30 +8,38 @@ stride-32 global feature. Arrays are written as ``.npy`` files and read back mem
     DIR/kf.npy        (N, 4, K, 368) float16    DIR/global.npy  (N, 2, 128) float16 (crop, mirror)
     DIR/labels.npy    (N,) int64                DIR/targets.npy (N, 8) float32
     DIR/presence.npy  (N,) float32              DIR/meta.json   settings and sample paths
+
+An image that cannot be read is cached as a mid-gray crop with label -1 (left out when the cache
+is loaded for training), and its error goes into ``meta.json`` under ``unreadable``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from keyfer.data.labels import Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, precrop_to_facemesh
-from keyfer.errors import ImageReadError
-from keyfer.faces.facemesh import TAP_STRIDES, FaceMesh
+from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, PAD_VALUE, prepare_face
+from keyfer.data.samples import load_sample_image
+from keyfer.errors import KeyferError
+from keyfer.faces.facemesh import CROP_SIZE, TAP_STRIDES, FaceMesh
 from keyfer.faces.ibug68 import MESH_TO_IBUG68, inter_ocular_distance
 from keyfer.nkf.keypoint_features import keypoint_feature_channels, sample_keypoint_features
 from keyfer.nkf.model import GLOBAL_TAP, keypoint_indices
 from keyfer.nkf.perturbation import perturb_keypoints
 
+log = logging.getLogger(__name__)
+
 VIEWS = ("clean", "mirror", "clean_perturbed", "mirror_perturbed")
+UNREADABLE = -1
+"""The label cached for an image that could not be read."""
 
 
 @dataclass
@@ -72,14 +80,20 @@ class KFCache:
         )
 
 
-def _load_crops(samples: Sequence[Sample], margin: float, padding: str) -> torch.Tensor:
-    crops = []
-    for sample in samples:
-        gray = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            raise ImageReadError(f"cannot read image {sample.path}")
-        crops.append(precrop_to_facemesh(gray, margin, padding))
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+def _load_crops(
+    samples: Sequence[Sample], color_mode: str, margin: float, padding: str
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """(B, 3, 192, 192) FaceMesh crops in [0, 1], and the error of each unreadable sample by its
+    position in ``samples`` (its crop is mid-gray)."""
+    crops, unreadable = [], {}
+    for position, sample in enumerate(samples):
+        try:
+            image = load_sample_image(sample)
+            crops.append(prepare_face(image, color_mode, margin, padding))
+        except KeyferError as error:  # unreadable, or not a square face crop
+            unreadable[position] = str(error)
+            crops.append(np.full((CROP_SIZE, CROP_SIZE, 3), PAD_VALUE, np.uint8))
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0, unreadable
 
 
 @torch.inference_mode()
@@ -92,8 +106,10 @@ def build_cache(
     padding: str = DEFAULT_PADDING,
     batch_size: int = 64,
     seed: int = 0,
+    color_mode: str = "gray3",
 ) -> KFCache:
-    """Run the frozen FaceMesh over pre-cropped grayscale faces and write a :class:`KFCache`.
+    """Run the frozen FaceMesh over the samples' faces (read by :func:`load_sample_image`,
+    prepared in ``color_mode``) and write a :class:`KFCache`.
 
     Perturbed views move every landmark by N(0, (sigma * IOD)^2), with a fixed ``seed``.
     """
@@ -106,11 +122,13 @@ def build_cache(
     global_feature = np.lib.format.open_memmap(out / "global.npy", "w+", np.float16, (n, 2, 128))
     presence = np.zeros(n, np.float32)
     generator = torch.Generator().manual_seed(seed)
+    unreadable: dict[int, str] = {}
     for start in tqdm(
         range(0, n, batch_size), desc=f"caching {out.name}", unit="batch", disable=None
     ):
         batch = samples[start : start + batch_size]
-        crops = _load_crops(batch, margin, padding)
+        crops, errors = _load_crops(batch, color_mode, margin, padding)
+        unreadable.update({start + position: error for position, error in errors.items()})
         stop = start + len(batch)
         for view, images in enumerate((crops, crops.flip(-1))):
             result = facemesh(images, taps=TAP_STRIDES)
@@ -124,12 +142,20 @@ def build_cache(
                 presence[start:stop] = result.presence
     kf.flush()
     global_feature.flush()
-    np.save(out / "labels.npy", np.array([s.label for s in samples], np.int64))
+    labels = np.array([s.label for s in samples], np.int64)
+    labels[list(unreadable)] = UNREADABLE
+    if unreadable:
+        log.warning(
+            "%s: %d of %d images could not be read and are left out (first: %s)",
+            out, len(unreadable), n, next(iter(unreadable.values())),
+        )  # fmt: skip
+    np.save(out / "labels.npy", labels)
     np.save(out / "targets.npy", np.stack([s.target for s in samples]).astype(np.float32))
     np.save(out / "presence.npy", presence)
     meta = {
         "keypoints": keypoints, "taps": list(TAP_STRIDES), "views": list(VIEWS), "sigma": sigma,
-        "margin": margin, "padding": padding, "seed": seed, "paths": [str(s.path) for s in samples],
+        "margin": margin, "padding": padding, "seed": seed, "color_mode": color_mode,
+        "paths": [str(s.path) for s in samples], "unreadable": unreadable,
     }  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta))
     return KFCache.open(out)

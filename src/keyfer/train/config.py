@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from keyfer.data.augment import AugmentConfig
+from keyfer.data.datasets import training_splits
 from keyfer.errors import KeyferError
 from keyfer.nkf.config import ModelConfig
 
@@ -25,7 +27,19 @@ class TrainConfig:
     a CPU); ``images`` trains on augmented images, FaceMesh included when the model config says
     ``finetune_alignment``, at ``alignment_lr``, with ``distill_weight`` x the mean squared drift of
     its mesh from the original FaceMesh's (in crop widths) so that the landmarks stay right.
-    ``init_from`` starts from a checkpoint's head (e.g. one trained on caches)."""
+    ``init_from`` starts from a checkpoint's head (e.g. one trained on caches, or on AffectNet-8
+    for RAF-DB or FERPlus), in either engine; ``init_classifier: false`` keeps the output layer
+    out of it, so the classifier starts anew on the loaded body (a new head for a new dataset).
+    ``balanced_sampler`` draws every class equally often (both engines). ``augmentation``
+    overrides fields of :class:`keyfer.data.augment.AugmentConfig` for the image engine (e.g.
+    ``{rotation: 15, erase_prob: 0.5}``). A model's appearance branch, when fine-tuned
+    (``model.finetune_appearance``, image engine), trains at ``appearance_lr`` and stays frozen
+    for the first ``appearance_freeze_epochs`` epochs.
+
+    ``num_workers``: data-loading processes of the image engine (and of building its crop cache).
+    ``bf16``: bf16 autocast for training on CUDA (ignored on the CPU, which trains in float32).
+    ``compile``: ``torch.compile`` the networks (CUDA only; an error on the CPU). Under
+    ``torchrun`` each process trains on its share of every global batch of ``batch_size``."""
 
     epochs: int = 30
     batch_size: int = 256
@@ -44,8 +58,14 @@ class TrainConfig:
     alignment_lr: float = 1e-4
     distill_weight: float = 1.0
     init_from: str | None = None
+    init_classifier: bool = True
     augment: bool = True
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    appearance_lr: float = 1e-4
+    appearance_freeze_epochs: int = 0
     num_workers: int = 1
+    bf16: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.regularization not in REGULARIZATIONS:
@@ -56,13 +76,27 @@ class TrainConfig:
             raise KeyferError("bad train config: engine must be cached or images")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise KeyferError("bad train config: epochs, batch_size and lr must be positive")
+        known = {f.name for f in fields(AugmentConfig)} - {"flip"}
+        unknown = set(self.augmentation) - known
+        if unknown:
+            raise KeyferError(
+                f"bad train config: unknown augmentation keys {sorted(unknown)}; "
+                f"choose from {sorted(known)} (flip is train.mirror)"
+            )
+        if self.appearance_lr <= 0 or self.appearance_freeze_epochs < 0:
+            raise KeyferError(
+                "bad train config: appearance_lr must be positive and "
+                "appearance_freeze_epochs not negative"
+            )
 
 
 @dataclass
 class Experiment:
-    """A whole run: ``model`` and ``train`` settings plus the data it uses. ``train_subset`` keeps
-    that many training images (a fixed random subset, for quick runs); Keypoint-Feature caches go
-    under ``cache_dir``."""
+    """A whole run: ``model`` and ``train`` settings plus the data it uses. ``dataset`` is a name
+    of :data:`keyfer.data.datasets.DATASETS` with train and evaluation splits, at ``root`` (its
+    root as distributed). ``train_subset`` keeps that many training images (a fixed random
+    subset, for quick runs); Keypoint-Feature caches go under ``cache_dir``, and the image
+    engine's prepared-crop caches under ``cache_dir/crops``."""
 
     name: str = "run"
     dataset: str = "ferplus"
@@ -71,6 +105,9 @@ class Experiment:
     cache_dir: str = ".cache/kf"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        training_splits(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from keyfer.train.config import TrainConfig
+from keyfer.train.distributed import Shard
 
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -25,13 +26,15 @@ def nkf_loss(
     labels: torch.Tensor,
     targets: torch.Tensor,
     generator: torch.Generator,
+    shard: Shard,
 ) -> torch.Tensor:
     """The loss of one batch. ``logits_for(moved)`` gives (B, C) logits with the Keypoint
     Features of the samples where the (B,) bool ``moved`` is true taken at perturbed landmarks.
 
     ``none``: cross-entropy at the clean landmarks. ``augment``: cross-entropy with each sample
     perturbed with probability ``perturb_prob``. ``consistency``: cross-entropy at the perturbed
-    landmarks + ``consistency_weight`` x symmetric KL(clean, perturbed).
+    landmarks + ``consistency_weight`` x symmetric KL(clean, perturbed). The batch is this
+    process's ``shard`` of a global batch; random choices are drawn for the whole global batch.
     """
     target = targets if train.label_mode == "probability" else labels
     batch = len(labels)
@@ -44,7 +47,5 @@ def nkf_loss(
         clean = logits_for(torch.zeros(batch, dtype=torch.bool))
         return cross_entropy(moved) + train.consistency_weight * symmetric_kl(clean, moved)
     if train.regularization == "augment":
-        return cross_entropy(
-            logits_for(torch.rand(batch, generator=generator) < train.perturb_prob)
-        )
+        return cross_entropy(logits_for(shard.rand(generator) < train.perturb_prob))
     return cross_entropy(logits_for(torch.zeros(batch, dtype=torch.bool)))

@@ -1,42 +1,50 @@
 """``keyfer train``: an experiment from its config to a checkpoint, a log and Valid metrics.
 
 With a frozen alignment network the head trains on Keypoint-Feature caches (built once per
-dataset split, keypoint set, perturbation sigma and pre-crop margin, under ``cache_dir``).
+dataset split, keypoint set, perturbation sigma and pre-crop margin, under ``cache_dir``); the
+image engine reads its faces from prepared-crop caches under ``cache_dir/crops``. Under torchrun
+every process runs the same code (:mod:`keyfer.train.distributed`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from keyfer.data.ferplus import load_ferplus
+from keyfer.data.datasets import load_split, training_splits
 from keyfer.data.labels import CLASSES, Sample
 from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
-from keyfer.evaluate import LoadedModel, dataset_logits
+from keyfer.evaluate import LoadedModel
+from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
+from keyfer.nkf.appearance import DEFAULT_TAPS as DEFAULT_APPEARANCE_TAPS
+from keyfer.train.appearance_cache import AppearanceCache, appearance_cache
 from keyfer.train.cache import KFCache, build_cache
 from keyfer.train.cached import CachedData, CachedTrainer, head_logits
 from keyfer.train.calibration import fit_temperature
 from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
 from keyfer.train.config import Experiment
-from keyfer.train.images import ImageTrainer
+from keyfer.train.crops import CropCache, crop_cache
+from keyfer.train.distributed import barrier, builders_first, is_main_process, process_group
+from keyfer.train.images import ImageTrainer, crop_logits
 from keyfer.train.metrics import classification_report, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
 
 def dataset_samples(experiment: Experiment, split: str) -> list[Sample]:
-    """The labelled samples of a split, subsampled for ``train_subset`` (fixed seed)."""
-    if experiment.dataset != "ferplus":
-        raise KeyferError(f"training on {experiment.dataset!r} is not supported yet; use ferplus")
-    # Soft targets are kept for every sample; majority training reads the hard labels.
-    samples = load_ferplus(experiment.root, split, "probability").samples
-    if split == "train" and experiment.train_subset:
+    """The labelled samples of a split of the experiment's dataset, the train split subsampled
+    for ``train_subset`` (fixed seed)."""
+    # Soft targets are kept where the dataset has votes; majority training reads the hard labels.
+    samples = load_split(experiment.dataset, experiment.root, split, "probability").samples
+    if split == training_splits(experiment.dataset)[0] and experiment.train_subset:
         keep = np.random.default_rng(0).permutation(len(samples))[: experiment.train_subset]
         samples = [samples[i] for i in sorted(keep)]
     return samples
@@ -46,38 +54,101 @@ def cache_for(experiment: Experiment, split: str) -> KFCache:
     """The split's Keypoint-Feature cache, built on first use."""
     keypoints = experiment.model.keypoints
     cached_set = keypoints if isinstance(keypoints, str) else "ibug68"
-    subset = f"-n{experiment.train_subset}" if split == "train" and experiment.train_subset else ""
+    train_split = training_splits(experiment.dataset)[0]
+    subset = (
+        f"-n{experiment.train_subset}" if split == train_split and experiment.train_subset else ""
+    )
+    color_mode = experiment.model.color_mode
+    # gray3 caches keep their original names, from before the colour mode was a setting.
+    color = "" if color_mode == "gray3" else f"-{color_mode}"
     name = (
         f"{experiment.dataset}-{split}{subset}-{cached_set}"
-        f"-s{experiment.train.sigma:g}-m{DEFAULT_MARGIN:g}"
+        f"-s{experiment.train.sigma:g}-m{DEFAULT_MARGIN:g}{color}"
     )
     root = Path(experiment.cache_dir) / name
     if (root / "meta.json").is_file():
         return KFCache.open(root)
     log.info("building the Keypoint-Feature cache %s (once)", root)
     return build_cache(
-        dataset_samples(experiment, split), root, keypoints=cached_set, sigma=experiment.train.sigma
+        dataset_samples(experiment, split),
+        root,
+        keypoints=cached_set,
+        sigma=experiment.train.sigma,
+        color_mode=color_mode,
     )
 
 
-def _add_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def appearance_cache_for(
+    experiment: Experiment, split: str, kf_cache: KFCache
+) -> AppearanceCache | None:
+    """The split's appearance cache beside its Keypoint-Feature cache when the model has an
+    appearance branch (built on first use, with the default taps and any others asked for)."""
+    config = experiment.model
+    if config.appearance == "none":
+        return None
+    wanted = set(DEFAULT_APPEARANCE_TAPS) | set(config.appearance_taps)
+    taps = [name for name in APPEARANCE_TAPS if name in wanted]
+    return appearance_cache(dataset_samples(experiment, split), kf_cache, taps)
+
+
+def crops_for(experiment: Experiment, split: str, samples: list[Sample]) -> CropCache:
+    """The prepared face crops of a split's ``samples`` for the image engine, built on first use."""
+    return crop_cache(
+        samples,
+        Path(experiment.cache_dir) / "crops",
+        f"{experiment.dataset}-{split}",
+        experiment.model.color_mode,
+        DEFAULT_MARGIN,
+        DEFAULT_PADDING,
+        experiment.train.num_workers,
+    )
+
+
+@contextmanager
+def _run_log(path: Path) -> Iterator[None]:
+    """The run's log file, written by rank 0; the other processes log warnings only."""
     logger = logging.getLogger("keyfer")
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)  # the log file always gets the epochs
-    return handler
+    level = logger.level
+    handler = None
+    if is_main_process():
+        handler = logging.FileHandler(path)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)  # the log file always gets the epochs
+    else:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _save(path: Path, experiment: Experiment, state: dict) -> None:
+    """Rank 0 writes the checkpoint; the other processes wait until it is written."""
+    if is_main_process():
+        save_checkpoint(path, experiment, state)
+    barrier()
 
 
 class _CachedRun:
     """The cached engine behind the common run interface."""
 
-    def __init__(self, experiment: Experiment) -> None:
-        train = CachedData.load(cache_for(experiment, "train"), experiment.model)
-        self.valid = CachedData.load(cache_for(experiment, "valid"), experiment.model)
-        self.trainer = CachedTrainer(experiment.model, experiment.train, train)
+    def __init__(self, experiment: Experiment, device: torch.device) -> None:
+        train_split, eval_split = training_splits(experiment.dataset)
+        with builders_first():
+            train_cache, valid_cache = (cache_for(experiment, s) for s in (train_split, eval_split))
+            train_appearance, valid_appearance = (
+                appearance_cache_for(experiment, split, cache)
+                for split, cache in ((train_split, train_cache), (eval_split, valid_cache))
+            )
+        train = CachedData.load(train_cache, experiment.model, train_appearance)
+        self.valid = CachedData.load(valid_cache, experiment.model, valid_appearance)
+        self.trainer = CachedTrainer(experiment.model, experiment.train, train, device)
 
     def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         return head_logits(self.trainer.head, self.valid, mirror_tta), self.valid.labels
@@ -91,11 +162,17 @@ class _CachedRun:
 
 
 class _ImageRun:
-    """The image engine behind the common run interface; Valid is scored from its images."""
+    """The image engine behind the common run interface; Valid is scored from its crops."""
 
     def __init__(self, experiment: Experiment, device: torch.device) -> None:
-        self.trainer = ImageTrainer(experiment, dataset_samples(experiment, "train"), device)
-        self.valid = load_ferplus(experiment.root, "valid", "majority").samples
+        train_split, eval_split = training_splits(experiment.dataset)
+        samples = dataset_samples(experiment, train_split)
+        valid = load_split(experiment.dataset, experiment.root, eval_split).samples
+        train_crops = crops_for(experiment, train_split, samples)
+        self.valid_crops = crops_for(experiment, eval_split, valid)
+        self.valid_rows = np.flatnonzero(self.valid_crops.readable)
+        self.valid_labels = torch.tensor([valid[i].label for i in self.valid_rows])
+        self.trainer = ImageTrainer(experiment, samples, train_crops, device)
         self.loaded = LoadedModel(
             experiment.name,
             self.trainer.model,
@@ -108,8 +185,8 @@ class _ImageRun:
 
     def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self.trainer.model.eval()
-        logits, labels, _ = dataset_logits(self.loaded, self.valid, tta_flip=mirror_tta)
-        return logits, labels
+        logits = crop_logits(self.loaded, self.valid_crops, self.valid_rows, mirror_tta)
+        return logits, self.valid_labels
 
     def extra_metrics(self, sigma: float) -> dict:
         return {}
@@ -123,17 +200,22 @@ def train_experiment(
 ) -> dict:
     """Train, evaluate on Valid every epoch, fit the temperature, and write ``out_dir``:
     ``checkpoint.pt`` (config, weights, optimizer, epoch, temperature), ``train.log``,
-    ``metrics.json``. Returns the final metrics."""
+    ``metrics.json``. Returns the final metrics.
+
+    Under torchrun every process calls this: each trains on its shard of every global batch, the
+    losses and Valid logits are gathered, so all return the same metrics, and rank 0 alone writes
+    ``out_dir``. A CUDA ``device`` becomes each process's ``cuda:LOCAL_RANK``."""
+    if experiment.model.finetune_appearance and experiment.train.engine != "images":
+        raise KeyferError("fine-tuning the appearance branch needs train.engine=images")
     if experiment.model.finetune_alignment and experiment.train.engine != "images":
         raise KeyferError("fine-tuning the alignment network needs train.engine=images")
     out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _add_log_file(out_dir / "train.log")
-    try:
+    with process_group(device or torch.device("cpu")) as device, _run_log(out_dir / "train.log"):
         log.info("config %s", json.dumps(experiment.to_dict()))
         if experiment.train.engine == "images":
-            run = _ImageRun(experiment, device or torch.device("cpu"))
+            run = _ImageRun(experiment, device)
         else:
-            run = _CachedRun(experiment)
+            run = _CachedRun(experiment, device)
         trainer = run.trainer
         start = 0
         if resume is not None:
@@ -151,13 +233,13 @@ def train_experiment(
             logits, labels = run.valid_logits()
             accuracy = float((logits.argmax(1) == labels).float().mean())
             log.info(
-                "epoch %d/%d loss %.4f valid accuracy %.4f",
+                "epoch %d/%d loss %.6f valid accuracy %.4f",
                 epoch + 1,
                 experiment.train.epochs,
                 loss,
                 accuracy,
             )
-            save_checkpoint(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
+            _save(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
         if start >= experiment.train.epochs:  # resumed from a finished run: score it once
             logits, labels = run.valid_logits()
         metrics = classification_report(labels.numpy(), logits.argmax(1).numpy(), CLASSES)
@@ -172,8 +254,9 @@ def train_experiment(
             F.softmax(logits / temperature, 1).numpy(), labels.numpy()
         )
         state = {**trainer.state_dict(), "epoch": experiment.train.epochs, "metrics": metrics}
-        save_checkpoint(checkpoint, experiment, {**state, "temperature": torch.tensor(temperature)})
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        _save(checkpoint, experiment, {**state, "temperature": torch.tensor(temperature)})
+        if is_main_process():
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         log.info(
             "valid accuracy %.4f, mean class accuracy %.4f, macro-F1 %.4f, ECE %.4f -> %.4f",
             metrics["accuracy"],
@@ -183,5 +266,3 @@ def train_experiment(
             metrics["ece_after"],
         )
         return metrics
-    finally:
-        logging.getLogger("keyfer").removeHandler(handler)

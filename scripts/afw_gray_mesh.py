@@ -1,0 +1,50 @@
+"""AFW landmarks with FaceMesh run on the gray (luma) crop, as ``keyfer predict`` does for gray3
+models: the detection and the alignment stay on the colour photo.
+
+    python scripts/afw_gray_mesh.py /tmp/afw_gray_mesh.json
+    python scripts/eval_afw.py /tmp/afw_gray_mesh.json --afw ../shared/data/afw \\
+        --out docs/results/afw_landmarks.json --variant gray-crop-mesh --markdown ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from keyfer.data.precrop import LUMA_WEIGHTS
+from keyfer.faces.facemesh import FaceMesh
+from keyfer.faces.pipeline import FacePipeline
+from keyfer.io.records import RecordWriter
+from keyfer.runner import landmarks_describer, run_images
+
+_LUMA = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+
+
+class GrayFaceMesh(torch.nn.Module):
+    """FaceMesh on the luma of its crops, replicated to three channels."""
+
+    def __init__(self, facemesh: FaceMesh) -> None:
+        super().__init__()
+        self.facemesh = facemesh
+
+    def forward(self, crops: torch.Tensor, taps=()):
+        gray = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        return self.facemesh(gray, taps=taps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--afw", type=Path, default=Path("../shared/data/afw"))
+    args = parser.parse_args()
+    pipeline = FacePipeline()
+    pipeline.facemesh = GrayFaceMesh(pipeline.facemesh)
+    header = {"keyfer_version": "afw_gray_mesh", "model": None}
+    with RecordWriter(args.out, None, header, echo=False) as writer:
+        print(run_images([args.afw], landmarks_describer(pipeline), writer).line())
+
+
+if __name__ == "__main__":
+    main()
