@@ -39,7 +39,10 @@ def test_train_on_rafdb_scores_its_test_split_and_skips_unreadable_images(tmp_pa
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text())["n"] == 2  # RAF-DB test
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 2  # RAF-DB test
+    assert "contempt" not in metrics["restricted_to"] and len(metrics["restricted_to"]) == 7
+    assert sum(row[CLASSES.index("contempt")] for row in metrics["confusion"]) == 0
     caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert caches == [f"rafdb-{split}-ibug68-s0.05-m0.2-rgb" for split in ("test", "train")]
     assert "1 of 2 images could not be read" in (out / "train.log").read_text()

@@ -7,7 +7,7 @@ The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,27 @@ def robustness_dataset_logits(
     return _dataset_pass(loaded, samples, batch_size, batch_logits)
 
 
+def class_mask(
+    model_classes: Sequence[str], dataset_classes: Sequence[str]
+) -> tuple[torch.Tensor, list[str] | None]:
+    """A (n_model_classes,) additive logit mask, -inf on the model's classes that the dataset
+    lacks (matched by canonical name), and the dataset's classes when that restricts anything
+    (logged), else None."""
+    present = [model_classes.index(c) for c in dataset_classes if c in model_classes]
+    mask = torch.full((len(model_classes),), float("-inf"))
+    mask[present] = 0.0
+    if len(present) == len(model_classes):
+        return mask, None
+    restricted = [c for c in dataset_classes if c in model_classes]
+    log.info(
+        "the dataset has %d of the model's %d classes; predictions are restricted to %s",
+        len(present),
+        len(model_classes),
+        ", ".join(restricted),
+    )
+    return mask, restricted
+
+
 def evaluate(
     loaded: LoadedModel,
     samples: list[Sample],
@@ -184,8 +205,7 @@ def evaluate(
     canonical names), and the report says so in ``restricted_to``. With ``robustness``, the same
     pass also scores its landmark-noise and occlusion settings (:mod:`keyfer.robustness`), with
     the same restriction and mirror TTA, into ``landmark_noise`` and ``occlusion``."""
-    present = [loaded.classes.index(c) for c in dataset_classes if c in loaded.classes]
-    restricted = list(dataset_classes) if len(present) < len(loaded.classes) else None
+    mask, restricted = class_mask(loaded.classes, dataset_classes)
     if robustness is None:
         clean, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
         variants = [clean]
@@ -193,15 +213,6 @@ def evaluate(
         variants, labels, unreadable = robustness_dataset_logits(
             loaded, samples, robustness, tta_flip, batch_size
         )
-    if restricted:
-        log.info(
-            "the dataset has %d of the model's %d classes; predictions are restricted to %s",
-            len(present),
-            len(loaded.classes),
-            ", ".join(restricted),
-        )
-    mask = torch.full((len(loaded.classes),), float("-inf"))
-    mask[present] = 0.0
     variants = [values + mask for values in variants]
     report = classification_report(labels.numpy(), variants[0].argmax(1).numpy(), loaded.classes)
     report.update(

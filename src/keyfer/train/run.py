@@ -22,7 +22,7 @@ from keyfer.data.datasets import load_split, training_splits
 from keyfer.data.labels import CLASSES, Sample
 from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
-from keyfer.evaluate import LoadedModel
+from keyfer.evaluate import LoadedModel, class_mask
 from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
 from keyfer.nkf.appearance import DEFAULT_TAPS as DEFAULT_APPEARANCE_TAPS
 from keyfer.train.appearance_cache import AppearanceCache, appearance_cache
@@ -217,6 +217,10 @@ def train_experiment(
         else:
             run = _CachedRun(experiment, device)
         trainer = run.trainer
+        # A dataset with fewer classes than the model scores only its own (as keyfer eval does).
+        eval_split = training_splits(experiment.dataset)[1]
+        dataset_classes = load_split(experiment.dataset, experiment.root, eval_split).classes
+        mask, restricted = class_mask(CLASSES, dataset_classes)
         start = 0
         if resume is not None:
             saved, state = load_checkpoint(resume)
@@ -231,7 +235,7 @@ def train_experiment(
         for epoch in range(start, experiment.train.epochs):
             loss = trainer.run_epoch()
             logits, labels = run.valid_logits()
-            accuracy = float((logits.argmax(1) == labels).float().mean())
+            accuracy = float(((logits + mask).argmax(1) == labels).float().mean())
             log.info(
                 "epoch %d/%d loss %.6f valid accuracy %.4f",
                 epoch + 1,
@@ -242,8 +246,12 @@ def train_experiment(
             _save(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
         if start >= experiment.train.epochs:  # resumed from a finished run: score it once
             logits, labels = run.valid_logits()
-        metrics = classification_report(labels.numpy(), logits.argmax(1).numpy(), CLASSES)
-        tta_logits, _ = run.valid_logits(mirror_tta=True)
+        # Scores restricted to the dataset's classes; calibration on all the model's outputs,
+        # as keyfer predict reports them.
+        predictions = (logits + mask).argmax(1)
+        metrics = classification_report(labels.numpy(), predictions.numpy(), CLASSES)
+        metrics["restricted_to"] = restricted
+        tta_logits = run.valid_logits(mirror_tta=True)[0] + mask
         metrics["accuracy_mirror_tta"] = float((tta_logits.argmax(1) == labels).float().mean())
         metrics.update(run.extra_metrics(experiment.train.sigma))
         temperature = fit_temperature(logits, labels)
