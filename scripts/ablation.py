@@ -44,6 +44,8 @@ ROWS = {
     "appearance-both-n3000-d16": [*N3000, "model.appearance=both"],
     "appearance-both-replace-n3000-d16": [*N3000, *BOTH, "model.appearance_global=replace"],
     "appearance-both-l3l2-n3000-d16": [*N3000, *BOTH, "model.appearance_taps=[level3,level2]"],
+    # The shipped recipe (KF + RKFA keypoint + augment) with the appearance branch: v2.
+    "full-appearance-both": BOTH,
 }
 # Frozen versus fine-tuned FaceMesh: image-level training on the quick config's 3,000 images,
 # both starting from the quick run's head (run `keyfer train configs/quick.yaml` first).
@@ -85,8 +87,13 @@ def write_markdown(results: dict) -> None:
         "Made by `python scripts/ablation.py`; each row is the command shown (raw numbers in",
         "`ablation.json`, logs in `runs/ablation/<row>/train.log`, not committed). All rows but",
         "the `images-*` ones train heads on cached Keypoint Features of a frozen FaceMesh; one",
-        "seed each. *Perturbed* is the accuracy when every Valid landmark is moved by",
-        "N(0, (0.05 IOD)^2), the robustness that KF regularization is for.",
+        "seed each. The `appearance-*` rows add the frozen appearance branch (dlib's",
+        "face-recognition ResNet on the chip FaceMesh's landmarks align, its own cached features):",
+        "`global` its pooled feature, `kf` its Keypoint Features at the same 68 landmarks, `both`",
+        "the two; `replace` drops FaceMesh's global feature, `l3l2` leaves out the 4x4 `level1`",
+        "map.",
+        "*Perturbed* is the accuracy when every Valid landmark is moved by N(0, (0.05 IOD)^2),",
+        "the robustness that KF regularization is for.",
         "",
         "| row | accuracy | + mirror TTA | perturbed | mean class acc. | macro-F1 | command |",
         "|---|---|---|---|---|---|---|",

@@ -29,6 +29,7 @@ LICENSE = (
     "Weights: Apache-2.0, trained on FER2013 images (research use only) with FER+ labels (MIT); "
     "includes MediaPipe FaceMesh (Apache-2.0)"
 )
+APPEARANCE_LICENSE = "; and dlib's face-recognition ResNet (public domain / CC0, Davis King)"
 
 
 def main() -> None:
@@ -39,8 +40,8 @@ def main() -> None:
     parser.add_argument("--description", default="")
     args = parser.parse_args()
     experiment, state = load_checkpoint(args.checkpoint)
-    if "facemesh" in state:
-        raise SystemExit("shipping a fine-tuned FaceMesh is not supported yet")
+    if "facemesh" in state or "appearance" in state:
+        raise SystemExit("shipping a fine-tuned FaceMesh or appearance branch is not supported yet")
     head = {k: v.half().contiguous() for k, v in state["head"].items()}
     data = save(head, metadata={"keyfer_model": args.name})
     weights = MODELS_DIR / f"{args.name}.safetensors"
@@ -62,7 +63,7 @@ def main() -> None:
         "config": experiment.to_dict()["model"],
         "temperature": float(state["temperature"]),
         "training_data": TRAINING_DATA,
-        "license": LICENSE,
+        "license": LICENSE + (APPEARANCE_LICENSE if experiment.model.appearance != "none" else ""),
         "metrics": {"ferplus_valid": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}},
         "reproduce": args.command,
     }
