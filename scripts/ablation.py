@@ -24,6 +24,7 @@ RESULTS = ROOT / "docs/results/ablation.json"
 NONE = ["model.rkfa=none", "train.regularization=none"]
 N3000 = ["train_subset=3000", "model.dim=16", "train.regularization=consistency"]
 BOTH = ["model.appearance=both"]
+L321 = "model.appearance_taps=[level3,level2,level1]"  # the taps these rows ran with
 ROWS = {
     "global-only": ["model.use_keypoint_features=false", *NONE],
     "kf": NONE,
@@ -39,10 +40,10 @@ ROWS = {
     "ibug68-n3000-d16": N3000,
     "mesh468-n3000-d16": [*N3000, "model.keypoints=mesh468"],
     # The appearance branch (dlib's ResNet, frozen, cached) fused with the FaceMesh KFs.
-    "appearance-global-n3000-d16": [*N3000, "model.appearance=global"],
-    "appearance-kf-n3000-d16": [*N3000, "model.appearance=keypoints"],
-    "appearance-both-n3000-d16": [*N3000, "model.appearance=both"],
-    "appearance-both-replace-n3000-d16": [*N3000, *BOTH, "model.appearance_global=replace"],
+    "appearance-global-n3000-d16": [*N3000, "model.appearance=global", L321],
+    "appearance-kf-n3000-d16": [*N3000, "model.appearance=keypoints", L321],
+    "appearance-both-n3000-d16": [*N3000, *BOTH, L321],
+    "appearance-both-replace-n3000-d16": [*N3000, *BOTH, L321, "model.appearance_global=replace"],
     "appearance-both-l3l2-n3000-d16": [*N3000, *BOTH, "model.appearance_taps=[level3,level2]"],
     # The shipped recipe (KF + RKFA keypoint + augment) with the appearance branch: v2.
     "full-appearance-both": BOTH,

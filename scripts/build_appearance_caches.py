@@ -14,8 +14,7 @@ import argparse
 import logging
 
 from keyfer.data.datasets import training_splits
-from keyfer.nkf.appearance import DEFAULT_TAPS
-from keyfer.train.appearance_cache import appearance_cache
+from keyfer.train.appearance_cache import CACHED_TAPS, appearance_cache
 from keyfer.train.config import load_experiment
 from keyfer.train.run import cache_for, dataset_samples
 
@@ -29,7 +28,7 @@ def main() -> None:
     experiment = load_experiment(args.config, args.overrides)
     for split in training_splits(experiment.dataset):
         samples = dataset_samples(experiment, split)
-        cache = appearance_cache(samples, cache_for(experiment, split), DEFAULT_TAPS)
+        cache = appearance_cache(samples, cache_for(experiment, split), CACHED_TAPS)
         logging.info("%s: %s", split, cache.root)
 
 

@@ -96,11 +96,24 @@ def test_unknown_model_is_one_line():
     assert "unknown model" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.skipif("keyfer-ferplus" not in list_models(), reason="keyfer-ferplus is not shipped")
-def test_shipped_model_sees_the_astronaut_smile():
-    (face,) = ExpressionRecognizer(device="cpu").predict(EXAMPLE)
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_models_see_the_astronaut_smile(name):
+    (face,) = ExpressionRecognizer(name, device="cpu").predict(EXAMPLE)
     assert face.label == "happiness"
     assert face.probabilities["happiness"] > 0.5
+
+
+def test_one_facemesh_pass_gives_the_landmarks_of_the_colour_crop_closely():
+    from keyfer.faces.pipeline import FacePipeline
+    from keyfer.io.images import read_image
+
+    image = read_image(EXAMPLE)
+    faces, _ = ExpressionRecognizer("keyfer-ferplus-fast", device="cpu").analyze(image)
+    colour = FacePipeline(device="cpu")(image)
+    assert torch.equal(faces.boxes, colour.boxes)
+    gap = (faces.mesh[..., :2] - colour.mesh[..., :2]).norm(dim=-1)
+    face_width = float(colour.boxes[0, 2] - colour.boxes[0, 0])
+    assert float(gap.mean()) < 0.01 * face_width  # the gray crop's mesh, within 1% of the face
 
 
 def test_save_crops_and_explain(checkpoint, tmp_path):

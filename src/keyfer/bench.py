@@ -1,7 +1,8 @@
 """``keyfer bench``: speed of the expression pipeline on this machine (a benchmark, not a test).
 
-Per backend: ms per stage for one image at a time (decode, detection, alignment, FaceMesh for
-the landmarks, FaceMesh with Keypoint Features on the model's input, head), end-to-end faces/s
+Per backend: ms per stage for one image at a time (decode, detection, alignment, FaceMesh alone,
+the feature networks with their Keypoint Features on the model's input (FaceMesh, and dlib's
+ResNet for a model with an appearance branch), head), end-to-end faces/s
 at batch 1 and batch 32 (batch 32 also without tiling, as for portraits and streams), aligned
 crops/s through the crop network at batch 32, frames/s on one 640x480 stream (no tiling), and
 the peak resident memory.
@@ -59,9 +60,7 @@ def _stage_ms(recognizer: ExpressionRecognizer, path: Path, repeats: int) -> dic
     if recognizer.onnx is None:
         features = loaded.model.features(model_crops)
         stages["mesh_with_kf"] = lambda: loaded.model.features(model_crops)
-        stages["head"] = lambda: loaded.model.head(
-            features.keypoint_features, features.global_feature
-        )
+        stages["head"] = lambda: loaded.model.classify(features)
     else:
         stages["mesh_with_kf_and_head"] = lambda: recognizer.onnx(model_crops.numpy())
     with torch.inference_mode():

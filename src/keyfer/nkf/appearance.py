@@ -21,7 +21,9 @@ from keyfer.faces.dlib_align import ALIGNMENT_POINTS, chip_template
 from keyfer.faces.dlib_resnet import CHIP_SIZE, TAPS, DlibResNet, tap_coordinates
 from keyfer.faces.facemesh import CROP_SIZE
 
-DEFAULT_TAPS = ("level3", "level2", "level1")  # 17x17, 8x8 and 4x4 maps: 448 channels
+# 17x17 and 8x8 maps, 192 channels: adding the 4x4 level1 map (whose last row and column see only
+# the shortcut) lost 1.4 points in the ablation (docs/results/ablation.md).
+DEFAULT_TAPS = ("level3", "level2")
 GLOBAL_TAP = "level0"
 GLOBAL_CHANNELS = TAPS[GLOBAL_TAP].channels  # the pooled map that dlib's 128-d projection reads
 
@@ -34,8 +36,8 @@ def appearance_channels(taps: Sequence[str]) -> int:
 def fit_crop_to_chip(landmarks68: torch.Tensor) -> torch.Tensor:
     """(B, 68, 2) iBUG-68 points in crop pixels -> (B, 2, 3) similarity crop -> chip, the least
     squares fit of their :data:`ALIGNMENT_POINTS` onto dlib's template (no reflection)."""
-    source = landmarks68[:, list(ALIGNMENT_POINTS)].double()
-    target = torch.as_tensor(chip_template(), dtype=torch.float64, device=source.device)
+    source = landmarks68[:, list(ALIGNMENT_POINTS)].float()
+    target = torch.as_tensor(chip_template(), dtype=torch.float32, device=source.device)
     source_mean, target_mean = source.mean(1, keepdim=True), target.mean(0)
     s, t = source - source_mean, target - target_mean
     energy = (s**2).sum((1, 2))
@@ -47,13 +49,17 @@ def fit_crop_to_chip(landmarks68: torch.Tensor) -> torch.Tensor:
 
 
 def apply_affine(transform: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """(B, 2, 3) affine maps applied to (B, K, 2) points -> (B, K, 2)."""
+    """(B, 2, 3) affine maps applied to (B, K, 2) points (or (1, K, 2), shared) -> (B, K, 2)."""
     return points @ transform[:, :, :2].transpose(1, 2) + transform[:, None, :, 2]
 
 
 def invert_affine(transform: torch.Tensor) -> torch.Tensor:
-    """The (B, 2, 3) inverses of (B, 2, 3) invertible affine maps."""
-    linear = torch.linalg.inv(transform[:, :, :2])
+    """The (B, 2, 3) inverses of (B, 2, 3) invertible affine maps (closed form, so that it
+    exports to ONNX)."""
+    a, b, c, d = (transform[:, i, j] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    determinant = a * d - b * c
+    linear = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)
+    linear = linear / determinant[:, None, None]
     return torch.cat([linear, -(linear @ transform[:, :, 2:])], -1)
 
 
@@ -62,9 +68,9 @@ def extract_chips(crops: torch.Tensor, crop_to_chip: torch.Tensor) -> torch.Tens
     range), bilinear, black outside the crop."""
     centres = torch.arange(CHIP_SIZE, dtype=crops.dtype, device=crops.device) + 0.5
     y, x = torch.meshgrid(centres, centres, indexing="ij")
-    chip_points = torch.stack([x, y], -1).reshape(1, -1, 2).expand(len(crops), -1, -1)
+    chip_points = torch.stack([x, y], -1).reshape(1, -1, 2)  # broadcast over the batch
     crop_points = apply_affine(invert_affine(crop_to_chip).to(crops.dtype), chip_points)
-    grid = (2 * crop_points / CROP_SIZE - 1).view(len(crops), CHIP_SIZE, CHIP_SIZE, 2)
+    grid = (2 * crop_points / CROP_SIZE - 1).view(-1, CHIP_SIZE, CHIP_SIZE, 2)
     chips = F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return chips * 255.0
 

@@ -28,7 +28,10 @@ from keyfer.faces.ibug68 import MESH_TO_IBUG68, ibug68, inter_ocular_distance
 from keyfer.nkf.appearance import GLOBAL_CHANNELS, AppearanceBranch, appearance_channels
 from keyfer.nkf.model import keypoint_indices
 from keyfer.nkf.perturbation import perturb_keypoints
-from keyfer.train.cache import VIEWS, KFCache, _load_crops
+from keyfer.train.cache import VIEWS, KFCache, load_crops
+
+CACHED_TAPS = ("level3", "level2", "level1")
+"""The taps an appearance cache holds by default: the model's choice of them needs no rebuild."""
 
 
 @dataclass
@@ -88,7 +91,7 @@ def build_appearance_cache(
     color_mode = meta.get("color_mode", "gray3")
     for start in tqdm(range(0, n, batch_size), desc=f"caching {out.name}", unit="batch"):
         batch = samples[start : start + batch_size]
-        crops, _ = _load_crops(batch, color_mode, meta["margin"], meta["padding"])
+        crops, _ = load_crops(batch, color_mode, meta["margin"], meta["padding"])
         stop = start + len(batch)
         for view, images in enumerate((crops, crops.flip(-1))):
             mesh = facemesh(images).mesh[..., :2]

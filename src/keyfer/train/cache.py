@@ -80,7 +80,7 @@ class KFCache:
         )
 
 
-def _load_crops(
+def load_crops(
     samples: Sequence[Sample], color_mode: str, margin: float, padding: str
 ) -> tuple[torch.Tensor, dict[int, str]]:
     """(B, 3, 192, 192) FaceMesh crops in [0, 1], and the error of each unreadable sample by its
@@ -127,7 +127,7 @@ def build_cache(
         range(0, n, batch_size), desc=f"caching {out.name}", unit="batch", disable=None
     ):
         batch = samples[start : start + batch_size]
-        crops, errors = _load_crops(batch, color_mode, margin, padding)
+        crops, errors = load_crops(batch, color_mode, margin, padding)
         unreadable.update({start + position: error for position, error in errors.items()})
         stop = start + len(batch)
         for view, images in enumerate((crops, crops.flip(-1))):

@@ -24,8 +24,7 @@ from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
 from keyfer.evaluate import LoadedModel, class_mask
 from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
-from keyfer.nkf.appearance import DEFAULT_TAPS as DEFAULT_APPEARANCE_TAPS
-from keyfer.train.appearance_cache import AppearanceCache, appearance_cache
+from keyfer.train.appearance_cache import CACHED_TAPS, AppearanceCache, appearance_cache
 from keyfer.train.cache import KFCache, build_cache
 from keyfer.train.cached import CachedData, CachedTrainer, head_logits
 from keyfer.train.calibration import fit_temperature
@@ -82,11 +81,11 @@ def appearance_cache_for(
     experiment: Experiment, split: str, kf_cache: KFCache
 ) -> AppearanceCache | None:
     """The split's appearance cache beside its Keypoint-Feature cache when the model has an
-    appearance branch (built on first use, with the default taps and any others asked for)."""
+    appearance branch (built on first use, with :data:`CACHED_TAPS` and any others asked for)."""
     config = experiment.model
     if config.appearance == "none":
         return None
-    wanted = set(DEFAULT_APPEARANCE_TAPS) | set(config.appearance_taps)
+    wanted = set(CACHED_TAPS) | set(config.appearance_taps)
     taps = [name for name in APPEARANCE_TAPS if name in wanted]
     return appearance_cache(dataset_samples(experiment, split), kf_cache, taps)
 
