@@ -323,10 +323,18 @@ def models() -> None:
     for name in names:
         record = get_record(name)
         size = record.weights_path.stat().st_size / 2**20
-        valid = record.metrics.get("ferplus_valid", {}).get("accuracy")
+        valid = record.metrics.get("ferplus_valid", {})
+        networks = "FaceMesh" + (
+            " + dlib ResNet" if record.config.get("appearance", "none") != "none" else ""
+        )
+        scores = ", ".join(
+            f"{label} {valid[key]:.4f}"
+            for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+            if key in valid
+        )
         click.echo(
             f"{name}: {len(record.classes)} classes ({', '.join(record.classes)}), "
-            f"{size:.1f} MiB head, FERPlus Valid accuracy {valid}"
+            f"{networks}, {size:.1f} MiB head; FERPlus Valid {scores or 'not measured'}"
         )
 
 
