@@ -22,6 +22,7 @@ from keyfer.nkf.model import NKFModel
 
 log = logging.getLogger(__name__)
 OPSET = 18  # GridSample needs 16 or later
+GRAPH_REVISION = 2  # bumped when the exported graph changes, so that cached exports are redone
 OUTPUTS = ("mesh", "presence", "logits", "importance")
 
 
@@ -103,7 +104,7 @@ class OnnxCropNetwork:
 
 def cached_export(model: NKFModel, name: str, weights_digest: str) -> Path:
     """The model's ONNX file in the user cache (``~/.cache/keyfer/onnx``), exported on first use."""
-    key = f"{name}:{weights_digest}:{OPSET}:{','.join(OUTPUTS)}"
+    key = f"{name}:{weights_digest}:{OPSET}:{GRAPH_REVISION}:{','.join(OUTPUTS)}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path.home() / ".cache" / "keyfer" / "onnx" / f"{Path(name).stem}-{tag}.onnx"
     if not path.is_file():

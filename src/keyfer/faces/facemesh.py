@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keyfer.faces.blocks import ResidualBlock, SameConv2d
+from keyfer.faces.blocks import PReLU, ResidualBlock, SameConv2d
 from keyfer.faces.weights import load_weights
 
 CROP_SIZE = 192
@@ -50,11 +50,11 @@ class _Head(nn.Module):
     def __init__(self, n_blocks: int, reduced: int, out_features: int) -> None:
         super().__init__()
         self.blocks = nn.Sequential(
-            *[ResidualBlock(128, 128, 2 if i == 0 else 1, nn.PReLU(128)) for i in range(n_blocks)]
+            *[ResidualBlock(128, 128, 2 if i == 0 else 1, PReLU(128)) for i in range(n_blocks)]
         )
         self.reduce = nn.Conv2d(128, reduced, 1)
-        self.reduce_act = nn.PReLU(reduced)
-        self.refine = ResidualBlock(reduced, reduced, 1, nn.PReLU(reduced))
+        self.reduce_act = PReLU(reduced)
+        self.refine = ResidualBlock(reduced, reduced, 1, PReLU(reduced))
         self.out = nn.Conv2d(reduced, out_features, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,8 +69,8 @@ class FaceMesh(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = SameConv2d(3, 16, 3, 2, CROP_SIZE)
-        self.stem_act = nn.PReLU(16)
-        self.trunk = nn.ModuleList(ResidualBlock(i, o, s, nn.PReLU(o)) for i, o, s in _TRUNK)
+        self.stem_act = PReLU(16)
+        self.trunk = nn.ModuleList(ResidualBlock(i, o, s, PReLU(o)) for i, o, s in _TRUNK)
         self.mesh_head = _Head(n_blocks=3, reduced=32, out_features=NUM_MESH_POINTS * 3)
         self.presence_head = _Head(n_blocks=1, reduced=32, out_features=1)
 
