@@ -13,7 +13,6 @@ and AffectNet-7 also leaves out contempt (7). The face is cut out around the CSV
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from keyfer.data.split import (
     MISSING_IMAGE,
     DatasetSplit,
     RowTally,
+    read_csv_rows,
 )
 from keyfer.errors import KeyferError
 
@@ -64,7 +64,7 @@ def load_affectnet(root: str | Path, split: str, num_classes: int = 8) -> Datase
         raise KeyferError(f"no AffectNet image folder {images} beside {csv_path}")
     tally = RowTally(csv_path)
     samples = []
-    for line, row in _read_rows(csv_path):
+    for line, row in read_csv_rows(csv_path, COLUMNS[0], "the AffectNet list"):
         if len(row) != len(COLUMNS):
             tally.skip(MALFORMED_ROW, line, f"expected {len(COLUMNS)} columns, found {len(row)}")
             continue
@@ -101,19 +101,6 @@ def _find_list(root: Path, name: str) -> Path:
         f"no AffectNet list {name} under {root}: looked for "
         f"{' and '.join(map(str, candidates))}; --root should be the folder holding {IMAGES}/"
     )
-
-
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) per non-empty data row; a header row is left out."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise KeyferError(f"cannot read the AffectNet list {path}: {exc}") from exc
-    numbered = [(line, row) for line, row in enumerate(rows, start=1) if row]
-    if numbered and numbered[0][1][0].strip() == COLUMNS[0]:
-        numbered = numbered[1:]
-    return numbered
 
 
 def _parse_box(fields: list[str]) -> tuple[float, float, float, float] | None:

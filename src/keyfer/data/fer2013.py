@@ -13,14 +13,20 @@ When both are under the root, ``train`` is read from the CSV.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import BASIC_CLASSES, Sample, label_indices, one_hot
-from keyfer.data.split import BAD_LABEL, BAD_PIXELS, MALFORMED_ROW, DatasetSplit, RowTally
+from keyfer.data.split import (
+    BAD_LABEL,
+    BAD_PIXELS,
+    MALFORMED_ROW,
+    DatasetSplit,
+    RowTally,
+    read_csv_rows,
+)
 from keyfer.errors import KeyferError
 
 EMOTIONS: tuple[str, ...] = (
@@ -64,7 +70,7 @@ def load_fer2013(root: str | Path, split: str) -> DatasetSplit:
 def _load_csv(path: Path, usage: str) -> DatasetSplit:
     tally = RowTally(path)
     samples = []
-    for line, row in _read_rows(path):
+    for line, row in read_csv_rows(path, "emotion", "FER2013"):
         if len(row) != 3:
             tally.skip(MALFORMED_ROW, line, f"expected 3 columns, found {len(row)}")
             continue
@@ -99,16 +105,3 @@ def parse_pixels(text: str) -> np.ndarray | None:
     if numbers.min() < 0 or numbers.max() > 255:
         return None
     return numbers.astype(np.uint8).reshape(SIDE, SIDE)
-
-
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) per non-empty data row, the header row left out."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise KeyferError(f"cannot read FER2013 {path}: {exc}") from exc
-    numbered = [(line, row) for line, row in enumerate(rows, start=1) if row]
-    if numbered and [f.strip() for f in numbered[0][1]] == ["emotion", "pixels", "Usage"]:
-        numbered = numbered[1:]
-    return numbered

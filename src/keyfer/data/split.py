@@ -11,12 +11,14 @@ Rows are left out for two kinds of reasons, counted apart:
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyfer.data.labels import Sample
+from keyfer.errors import KeyferError
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +73,18 @@ class RowTally:
                 ),
             )
         return DatasetSplit(samples, classes, self.skipped, self.excluded)
+
+
+def read_csv_rows(path: Path, first_column: str, what: str) -> list[tuple[int, list[str]]]:
+    """(1-based line number, fields) of each non-empty row of a CSV list file, its header row
+    (the row whose first field is ``first_column``) left out. ``what`` names the file in the
+    one-line error raised when it cannot be read."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KeyferError(f"cannot read {what} {path}: {exc}") from exc
+    numbered = [(line, row) for line, row in enumerate(rows, start=1) if row]
+    if numbered and numbered[0][1][0].strip() == first_column:
+        numbered = numbered[1:]
+    return numbered
