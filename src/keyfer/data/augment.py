@@ -1,6 +1,7 @@
-"""Training augmentation of pre-cropped faces (METHOD §4): horizontal flip, a small affine,
-colour jitter and random erasing. Applied before the pre-crop, so FaceMesh sees the occlusion
-too and predicts its landmarks on the augmented face."""
+"""Training augmentation of face crops (METHOD §4): horizontal flip, a small affine, colour
+jitter and random erasing. The image engine applies it to the prepared 192x192 crop, before
+FaceMesh, so FaceMesh sees the occlusion too and predicts its landmarks on the augmented face
+(``keyfer.train.images.augment_for_crop`` rescales the ranges from the tight face to the crop)."""
 
 from __future__ import annotations
 
