@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
-from keyfer.data.precrop import LUMA_WEIGHTS
+from keyfer.data.precrop import gray3_crops
 from keyfer.faces.facemesh import FaceMesh
 from keyfer.faces.pipeline import FacePipeline
 from keyfer.io.records import RecordWriter
 from keyfer.runner import landmarks_describer, run_images
-
-_LUMA = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
 
 
 class GrayFaceMesh(torch.nn.Module):
@@ -30,8 +28,7 @@ class GrayFaceMesh(torch.nn.Module):
         self.facemesh = facemesh
 
     def forward(self, crops: torch.Tensor, taps=()):
-        gray = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-        return self.facemesh(gray, taps=taps)
+        return self.facemesh(gray3_crops(crops), taps=taps)
 
 
 def main() -> None:

@@ -2,10 +2,12 @@
 
 Usage::
 
-    python scripts/build_appearance_caches.py configs/ferplus.yaml [--set train_subset=3000]
+    python scripts/build_appearance_caches.py configs/ferplus_appearance.yaml \
+        [--set train_subset=3000]
 
-The Keypoint-Feature caches of the config's train and eval splits must exist (``keyfer train``
-builds them); the appearance caches go beside them, named ``<kf cache>-dlib-<taps>``.
+The config needs an appearance branch. The Keypoint-Feature caches of its train and eval splits
+are built first if missing; the appearance caches go beside them, named ``<kf cache>-dlib-<taps>``
+(what ``keyfer train`` would build on its first run).
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import argparse
 import logging
 
 from keyfer.data.datasets import training_splits
-from keyfer.train.appearance_cache import CACHED_TAPS, appearance_cache
 from keyfer.train.config import load_experiment
-from keyfer.train.run import cache_for, dataset_samples
+from keyfer.train.run import appearance_cache_for, cache_for
 
 
 def main() -> None:
@@ -26,9 +27,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     experiment = load_experiment(args.config, args.overrides)
+    if experiment.model.appearance == "none":
+        raise SystemExit(f"{args.config} has no appearance branch (model.appearance is none)")
     for split in training_splits(experiment.dataset):
-        samples = dataset_samples(experiment, split)
-        cache = appearance_cache(samples, cache_for(experiment, split), CACHED_TAPS)
+        cache = appearance_cache_for(experiment, split, cache_for(experiment, split))
         logging.info("%s: %s", split, cache.root)
 
 

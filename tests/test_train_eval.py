@@ -130,6 +130,11 @@ def _tiny_config(tmp_path):
     return config
 
 
+def _train_args(config, out, sets: list[str]) -> list[str]:
+    """``keyfer train CONFIG --out OUT`` with a ``--set`` for each override."""
+    return ["train", str(config), "--out", str(out), *(a for v in sets for a in ("--set", v))]
+
+
 def test_quick_training_runs_end_to_end_on_a_tiny_cache(tmp_path):
     config = _tiny_config(tmp_path)
     out = tmp_path / "run"
@@ -188,9 +193,7 @@ def test_image_engine_fine_tunes_facemesh_and_eval_loads_it(tmp_path):
         "train.num_workers=0",
         "train.regularization=augment",
     ]
-    args = ["train", str(config), "--out", str(out)]
-    for value in sets:
-        args += ["--set", value]
+    args = _train_args(config, out, sets)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -248,9 +251,7 @@ def test_cached_engine_trains_a_head_on_fused_appearance_features(tmp_path):
     config = _tiny_config(tmp_path)
     out = tmp_path / "run"
     sets = ["model.appearance=both", "model.appearance_taps=[level3, level2]"]
-    args = ["train", str(config), "--out", str(out)]
-    for value in sets:
-        args += ["--set", value]
+    args = _train_args(config, out, sets)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -275,9 +276,7 @@ def test_image_engine_fine_tunes_the_appearance_branch_after_a_frozen_epoch(tmp_
         "train.num_workers=0",
         "train.augmentation={rotation: 5, erase_prob: 0.5}",
     ]
-    args = ["train", str(config), "--out", str(out)]
-    for value in sets:
-        args += ["--set", value]
+    args = _train_args(config, out, sets)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     from keyfer.faces.dlib_resnet import DlibResNet

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from keyfer.data.precrop import LUMA_WEIGHTS
+from keyfer.data.precrop import gray3_crops
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
@@ -23,9 +23,9 @@ from keyfer.faces.pose import head_pose
 from keyfer.io.images import read_image, to_rgb_array
 from keyfer.io.records import face_records
 from keyfer.io.video import VideoSource
+from keyfer.models.registry import DEFAULT_MODEL
 from keyfer.tracking import FaceTracker
 
-_LUMA = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
 # A face is marked "reliable": false (never dropped) below these: FaceMesh presence, the box's
 # shorter side in pixels, and beyond this absolute yaw in degrees.
 RELIABLE_MIN_PRESENCE = 0.8
@@ -96,7 +96,7 @@ class ExpressionRecognizer:
 
     def __init__(
         self,
-        model: str = "keyfer-ferplus",
+        model: str = DEFAULT_MODEL,
         device: str = "auto",
         detector_threshold: float = 0.5,
         tiling: bool = True,
@@ -187,7 +187,7 @@ class ExpressionRecognizer:
         """(B, 3, 192, 192) RGB crops in [0, 1] -> the model's input (gray3 models: luma x 3)."""
         crops = crops.to(self.device)
         if self.loaded.color_mode == "gray3":
-            crops = (crops * _LUMA.to(crops)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+            crops = gray3_crops(crops)
         return crops
 
     def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -21,6 +21,7 @@ from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.records import RecordWriter
+from keyfer.models.registry import DEFAULT_MODEL
 from keyfer.robustness import FILLS, Occlusion, parse_landmark_noise, parse_occlusions
 from keyfer.runner import RunSummary, landmarks_describer, run_images
 
@@ -28,6 +29,13 @@ _device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
 )
 _threads_option = click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+_model_option = click.option(
+    "--model",
+    "model_name",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="A shipped model name (see keyfer models) or a checkpoint path.",
+)
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
@@ -178,13 +186,7 @@ def train(
 
 
 @main.command(name="eval")
-@click.option(
-    "--model",
-    "model_name",
-    default="keyfer-ferplus",
-    show_default=True,
-    help="A shipped model name or a checkpoint path.",
-)
+@_model_option
 @click.option("--dataset", required=True, type=click.Choice(list(DATASETS)))
 @click.option(
     "--root",
@@ -358,13 +360,7 @@ def models() -> None:
 )
 @click.option("--smooth", is_flag=True, help="Track faces in videos and smooth probabilities.")
 @click.option("--tta", type=click.Choice(["flip"]), help="Average each face with its mirror.")
-@click.option(
-    "--model",
-    "model_name",
-    default="keyfer-ferplus",
-    show_default=True,
-    help="A shipped model name (see keyfer models) or a checkpoint path.",
-)
+@_model_option
 @click.option(
     "--tiling/--no-tiling",
     default=None,
@@ -454,13 +450,7 @@ def predict(
 
 @main.command()
 @click.argument("out", type=_FILE)
-@click.option(
-    "--model",
-    "model_name",
-    default="keyfer-ferplus",
-    show_default=True,
-    help="A shipped model name or a checkpoint path.",
-)
+@_model_option
 @click.option(
     "--format", "export_format", type=click.Choice(["onnx"]), default="onnx", show_default=True
 )
@@ -493,7 +483,7 @@ def export(out: Path, model_name: str, export_format: str) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--model", "model_name", default="keyfer-ferplus", show_default=True)
+@_model_option
 @click.option(
     "--backend", type=click.Choice(["torch", "onnx", "all"]), default="all", show_default=True
 )

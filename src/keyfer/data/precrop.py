@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE
@@ -80,6 +81,13 @@ def to_gray3(image: np.ndarray) -> np.ndarray:
         raise KeyferError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     luma = np.rint(image.astype(np.float32) @ _LUMA).astype(np.uint8)
     return np.repeat(luma[:, :, None], 3, axis=2)
+
+
+def gray3_crops(crops: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB crops in [0, 1] -> their BT.601 luma in all three channels (unrounded:
+    the tensor form of :func:`to_gray3`, for crops already in the network's range)."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=crops.dtype, device=crops.device)
+    return (crops * weights.view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -65,11 +65,10 @@ def chip_transform(
     landmarks68: np.ndarray, size: int = CHIP_SIZE, padding: float = DEFAULT_PADDING
 ) -> np.ndarray:
     """The (2, 3) chip->image transform of dlib's face chip for (68, 2) iBUG points in pixels."""
-    index = np.array(ALIGNMENT_POINTS) - 17
-    template = (padding + np.stack([_MEAN_FACE_X, _MEAN_FACE_Y], 1)[index]) / (2 * padding + 1)
     # Fit in dlib's frame (pixel centres at integers), where the template spans [0, size].
     linear, shift = _umeyama(
-        template * size, np.asarray(landmarks68, np.float64)[ALIGNMENT_POINTS, :] - 0.5
+        chip_template(size, padding) - 0.5,
+        np.asarray(landmarks68, np.float64)[ALIGNMENT_POINTS, :] - 0.5,
     )
     centre = linear @ np.full(2, size / 2) + shift
     scale = np.hypot(*linear[:, 0])

@@ -23,6 +23,8 @@ from keyfer.nkf.config import ModelConfig
 from keyfer.nkf.model import NKFModel
 
 MODELS_DIR = Path(__file__).parent
+DEFAULT_MODEL = "keyfer-ferplus"
+"""The model the API and the CLI use unless told otherwise."""
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,7 @@ def build_appearance_cache(
     return AppearanceCache.open(out)
 
 
-def appearance_cache(
-    samples: Sequence[Sample], kf_cache: KFCache, taps: Sequence[str]
-) -> AppearanceCache:
-    """The appearance cache of ``taps`` beside ``kf_cache`` (``<its name>-dlib-<taps>``), built
-    on first use from the ``samples`` that cache was built from."""
-    root = kf_cache.root.with_name(f"{kf_cache.root.name}-dlib-{'-'.join(taps)}")
-    if (root / "meta.json").is_file():
-        return AppearanceCache.open(root)
-    return build_appearance_cache(samples, kf_cache, root, taps)
+def appearance_cache_root(kf_cache: KFCache, taps: Sequence[str]) -> Path:
+    """Where the appearance cache of ``taps`` beside ``kf_cache`` lives:
+    ``<its name>-dlib-<taps>``."""
+    return kf_cache.root.with_name(f"{kf_cache.root.name}-dlib-{'-'.join(taps)}")

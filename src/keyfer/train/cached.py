@@ -88,7 +88,12 @@ class CachedData:
         return len(self.labels)
 
     def head_input(
-        self, config: ModelConfig, index: torch.Tensor, slot: torch.Tensor | int, view, device
+        self,
+        config: ModelConfig,
+        index: torch.Tensor,
+        slot: torch.Tensor | int,
+        view: torch.Tensor | int,
+        device: torch.device,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's (B, K, C) tokens and (B, G) global feature, float32 on ``device``, for rows
         ``index`` at KF view ``slot`` and global view ``view`` (fused as :func:`fuse` does)."""

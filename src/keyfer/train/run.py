@@ -24,7 +24,12 @@ from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
 from keyfer.evaluate import LoadedModel, class_mask
 from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
-from keyfer.train.appearance_cache import CACHED_TAPS, AppearanceCache, appearance_cache
+from keyfer.train.appearance_cache import (
+    CACHED_TAPS,
+    AppearanceCache,
+    appearance_cache_root,
+    build_appearance_cache,
+)
 from keyfer.train.cache import KFCache, build_cache
 from keyfer.train.cached import CachedData, CachedTrainer, head_logits
 from keyfer.train.calibration import fit_temperature
@@ -87,7 +92,11 @@ def appearance_cache_for(
         return None
     wanted = set(CACHED_TAPS) | set(config.appearance_taps)
     taps = [name for name in APPEARANCE_TAPS if name in wanted]
-    return appearance_cache(dataset_samples(experiment, split), kf_cache, taps)
+    root = appearance_cache_root(kf_cache, taps)
+    if (root / "meta.json").is_file():
+        return AppearanceCache.open(root)
+    log.info("building the appearance cache %s (once)", root)
+    return build_appearance_cache(dataset_samples(experiment, split), kf_cache, root, taps)
 
 
 def crops_for(experiment: Experiment, split: str, samples: list[Sample]) -> CropCache:
