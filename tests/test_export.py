@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from keyfer.api import ExpressionRecognizer
 from keyfer.cli import main
+from keyfer.export import OnnxDetectorNetwork, export_detector_onnx, onnx_cache_dir
+from keyfer.faces.detector import FaceDetector
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.skipif(
@@ -34,6 +36,16 @@ def test_export_matches_torch(exported):
     assert record["max_abs_difference"]["importance"] < 1e-3
 
 
+def test_detector_export_finds_the_torch_detections(tmp_path, astronaut):
+    path = tmp_path / "blazeface.onnx"
+    differences = export_detector_onnx(path)
+    assert differences["regressors"] < 1e-2 and differences["logits"] < 1e-3
+    ours = FaceDetector(network=OnnxDetectorNetwork(path))(astronaut)
+    theirs = FaceDetector()(astronaut)
+    assert len(ours) == len(theirs) >= 1
+    assert (ours.boxes - theirs.boxes).abs().max() < 0.05
+
+
 def test_onnx_backend_agrees_with_torch(exported):
     torch_face = ExpressionRecognizer(device="cpu").predict(EXAMPLE)[0]
     onnx_face = ExpressionRecognizer(device="cpu", backend="onnx", onnx_path=exported).predict(
@@ -42,3 +54,6 @@ def test_onnx_backend_agrees_with_torch(exported):
     assert onnx_face.label == torch_face.label
     for name, p in torch_face.probabilities.items():
         assert onnx_face.probabilities[name] == pytest.approx(p, abs=2e-3)
+    assert onnx_face.record["box"] == pytest.approx(torch_face.record["box"], abs=0.05)
+    # The detector was exported once into the cache (a temporary one in the tests).
+    assert list(onnx_cache_dir().glob("blazeface-*.onnx"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -27,6 +29,17 @@ def test_taps_only_on_request(facemesh):
     assert set(facemesh(torch.rand(1, 3, 192, 192), taps=[8]).taps) == {8}
     with pytest.raises(ValueError, match="unknown tap strides"):
         facemesh(torch.rand(1, 3, 192, 192), taps=[3])
+
+
+def test_export_forms_give_the_eager_outputs(facemesh):
+    # Under export, PReLU becomes relu and depthwise 1x1 convs and widening shortcuts 1x1 convs.
+    crops = torch.rand(2, 3, 192, 192)
+    eager = facemesh(crops, taps=TAP_STRIDES)
+    with mock.patch("torch.compiler.is_exporting", return_value=True):
+        exported = facemesh(crops, taps=TAP_STRIDES)
+    assert torch.allclose(exported.mesh, eager.mesh, atol=1e-3, rtol=0)
+    for stride in TAP_STRIDES:
+        assert torch.allclose(exported.taps[stride], eager.taps[stride], atol=1e-4, rtol=0)
 
 
 def test_frozen_by_default(facemesh):

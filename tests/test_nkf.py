@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,17 @@ def test_sampling_concatenates_taps_in_order_and_is_differentiable():
     features.sum().backward()
     assert keypoints.grad.abs().sum() > 0
     assert taps[4].grad.abs().sum() > 0 and taps[16].grad.abs().sum() > 0
+
+
+def test_export_form_of_sampling_matches_grid_sample():
+    taps = {s: torch.randn(3, 4, 192 // s, 192 // s) for s in (4, 8, 16, 32)}
+    # Points inside the crop, on its edges and outside it (grid_sample's border padding).
+    keypoints = torch.rand(3, 40, 2) * 260 - 30
+    keypoints[0, :4] = torch.tensor([[0.0, 0.0], [191.99, 191.99], [96.0, 0.0], [0.0, 96.0]])
+    eager = sample_keypoint_features(taps, keypoints, [4, 8, 16, 32])
+    with mock.patch("torch.compiler.is_exporting", return_value=True):
+        exported = sample_keypoint_features(taps, keypoints, [4, 8, 16, 32])
+    assert torch.allclose(exported, eager, atol=1e-5, rtol=0)
 
 
 def test_keypoint_feature_channels():

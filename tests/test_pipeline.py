@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from keyfer.faces.detector import plan_views
 from keyfer.faces.ibug68 import MESH_TO_IBUG68, NASAL_BASE, ibug68, inter_ocular_distance
 from tests.conftest import ROOT
 
@@ -73,6 +74,24 @@ def test_tiling_finds_a_small_face_the_whole_image_pass_misses(
     assert len(faces) == 1
     centre = (faces.boxes[0, :2] + faces.boxes[0, 2:]) / 2
     assert torch.allclose(centre, torch.tensor([375.0, 775.0]), atol=15)
+
+
+@pytest.mark.parametrize(
+    ("size", "tile_side", "tiles"),
+    [((1024, 768), 341, 12), ((640, 480), 256, 9), ((200, 150), None, 0)],
+)
+def test_tiles_are_a_third_of_the_long_side_but_at_least_256_px(size, tile_side, tiles):
+    whole, *rest = plan_views(*size, tiling=True)
+    assert whole.side == max(size) and len(rest) == tiles
+    assert {view.side for view in rest} == ({tile_side} if tiles else set())
+    # The tiles cover the whole image.
+    covered = np.zeros(size[::-1], bool)
+    for view in rest:
+        covered[
+            round(view.y0) : round(view.y0) + view.side, round(view.x0) : round(view.x0) + view.side
+        ] = True
+    assert covered.all() or not tiles
+    assert plan_views(*size, tiling=False) == [whole]
 
 
 def test_coordinates_follow_the_image_when_it_is_flipped(pipeline, astronaut):

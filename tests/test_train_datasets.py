@@ -132,3 +132,15 @@ def test_recipes_load(path: Path):
         pretrained = load_experiment(ROOT / "configs/affectnet8.yaml").model
         # The head's shapes must match; the colour mode only changes the input images.
         assert experiment.model == replace(pretrained, color_mode=experiment.model.color_mode)
+
+
+def test_an_interrupted_crop_cache_build_leaves_no_partial_folder(tmp_path: Path, monkeypatch):
+    face = make_rafdb(tmp_path / "rafdb") / "Image/aligned/train_00001_aligned.jpg"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("keyfer.train.crops.prepare_face", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_crop_cache([Sample(face, 0, one_hot(0))], tmp_path / "crops", "gray3", 0.2, "edge")
+    assert not any(tmp_path.glob("crops*"))

@@ -16,7 +16,12 @@ from keyfer.data.precrop import gray3_crops
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
-from keyfer.export import OnnxCropNetwork, cached_export
+from keyfer.export import (
+    OnnxCropNetwork,
+    OnnxDetectorNetwork,
+    cached_detector_export,
+    cached_export,
+)
 from keyfer.faces.facemesh import FaceMeshOutput
 from keyfer.faces.pipeline import FacePipeline, Faces
 from keyfer.faces.pose import head_pose
@@ -90,8 +95,10 @@ class ExpressionRecognizer:
     auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces (off for speed);
     ``tta_flip`` averages each face with its mirror image; ``threads`` sets CPU threads;
     ``batch_size`` caps the faces per network call in :meth:`predict_batch`.
-    ``backend="onnx"`` runs the crop network with onnxruntime: ``onnx_path`` if given, else an
-    export made once into ``~/.cache/keyfer/onnx`` (needs the ``onnx`` extra).
+    ``backend="onnx"`` runs the crop network and the detector with onnxruntime: the crop network
+    from ``onnx_path`` if given, else from an export made once into ``~/.cache/keyfer/onnx``
+    (``$XDG_CACHE_HOME/keyfer/onnx`` when that is set), like the detector's (needs the ``onnx``
+    extra).
     """
 
     def __init__(
@@ -112,7 +119,7 @@ class ExpressionRecognizer:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.loaded = load_model(model, self.device)
-        self.onnx = None
+        self.onnx = detector_network = None
         if backend == "onnx":
             path = (
                 Path(onnx_path)
@@ -120,10 +127,14 @@ class ExpressionRecognizer:
                 else cached_export(self.loaded.model, self.loaded.name, self.loaded.digest)
             )
             self.onnx = OnnxCropNetwork(path, threads)
+            detector_network = OnnxDetectorNetwork(cached_detector_export(), threads)
         # A frozen model holds MediaPipe's FaceMesh already; the landmarks can share it.
         model = self.loaded.model
         shared = None if model.config.finetune_alignment else model.facemesh
-        self.pipeline = FacePipeline(self.device, tiling, detector_threshold, facemesh=shared)
+        self.pipeline = FacePipeline(
+            self.device, tiling, detector_threshold, facemesh=shared,
+            detector_network=detector_network,
+        )  # fmt: skip
         self.tta_flip = tta_flip
         self.batch_size = batch_size
         self.last_corrupt_frames = 0

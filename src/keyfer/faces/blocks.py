@@ -69,24 +69,34 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pw(self.dw(x))
         shortcut = F.max_pool2d(x, 2) if self.stride == 2 else x
-        if torch.compiler.is_exporting():
-            # A plain Pad + Add graph: the in-place slice below exports as ScatterND and
-            # transposes, which onnxruntime runs slowly.
-            extra = y.shape[1] - shortcut.shape[1]
-            return self.act(y + F.pad(shortcut, (0, 0, 0, 0, 0, extra)))
+        if torch.compiler.is_exporting():  # see _widen
+            return self.act(y + _widen(shortcut, y.shape[1]))
         # In place: the pointwise conv's output is not needed for its backward.
         y[:, : shortcut.shape[1]] += shortcut
         return self.act(y)
 
 
+def _widen(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, channels, H, W), zeros after the first C channels, as a 1x1 conv:
+    for export, where onnxruntime keeps a conv in its blocked layout and fuses the add after it,
+    while a channel Pad (or the in-place slice add, a ScatterND) goes through layout reorders."""
+    if channels == x.shape[1]:
+        return x
+    identity = torch.eye(channels, x.shape[1], dtype=x.dtype, device=x.device)
+    return F.conv2d(x, identity[:, :, None, None])
+
+
 class PReLU(nn.PReLU):
     """``nn.PReLU`` (per-channel slopes, the same state dict) that exports to ONNX as
-    ``relu(x) - a * relu(-x)``: onnxruntime runs those ops in its blocked conv layout, while its
-    PRelu kernel costs a third of FaceMesh's time plus layout reorders
-    (``benchmarks/onnx_prelu.py``: 293 -> 379 crops/s for the fast crop network, 2 threads)."""
+    ``relu(x) + conv_{-a}(relu(conv_{-1}(x)))`` with depthwise 1x1 convs: onnxruntime runs those
+    in its blocked conv layout, fusing the relu and the add, while its PRelu kernel needs layout
+    reorders around it (``benchmarks/onnx_export_forms.py``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_exporting():
-            slope = self.weight.view(1, -1, 1, 1)
-            return F.relu(x) - slope * F.relu(-x)
+            channels = x.shape[1]
+            negate = torch.full((channels, 1, 1, 1), -1.0, dtype=x.dtype, device=x.device)
+            negative_part = F.relu(F.conv2d(x, negate, groups=channels))
+            scale = -self.weight.view(channels, 1, 1, 1)
+            return F.conv2d(negative_part, scale, groups=channels) + F.relu(x)
         return super().forward(x)

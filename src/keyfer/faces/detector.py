@@ -2,14 +2,16 @@
 
 All outputs are in original image pixels, a pixel's centre at integer + 0.5.
 The short-range model sees the whole image letterboxed into 128x128, so faces smaller than about
-an eighth of the image's long side are missed. ``tiling=True`` adds overlapping square tiles at
-1/2 and 1/4 of the long side, run in the same batch, and merges everything with weighted NMS.
+an eighth of the image's long side are missed. ``tiling=True`` adds overlapping square tiles of
+:data:`TILE_FRACTIONS` of the long side (by default one level, 1/3; at least 256 px), run in the
+same batch, and adds the faces only the tiles found (``scripts/tiling_study.py`` measured the
+levels on AFW).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -22,9 +24,9 @@ from keyfer.faces.nms import box_iou, weighted_nms
 
 NUM_KEYPOINTS = 6
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_tragion", "left_tragion")
-_TILE_FRACTIONS = (0.5, 0.25)
+TILE_FRACTIONS = (1 / 3,)
 _TILE_OVERLAP = 0.25
-_MIN_TILE = 160  # px; smaller tiles only find faces too small for FaceMesh to be useful
+_MIN_TILE = 256  # px; smaller tiles would only add faces under about 30 px, too small to read
 _CUT_TOLERANCE = 0.02  # fraction of a tile a box may cross an inner tile edge
 
 
@@ -53,16 +55,18 @@ class _View:
     inner_edges: tuple[bool, bool, bool, bool]
 
 
-def plan_views(width: int, height: int, tiling: bool) -> list[_View]:
-    """The letterboxed whole image, plus overlapping square tiles when ``tiling`` is on."""
+def plan_views(
+    width: int, height: int, tiling: bool, fractions: Sequence[float] = TILE_FRACTIONS
+) -> list[_View]:
+    """The letterboxed whole image, plus, when ``tiling`` is on, overlapping square tiles whose
+    sides are these fractions of the image's long side, but at least 256 px (no tiles when that
+    is the whole long side)."""
     long_side = max(width, height)
     views = [_View((width - long_side) / 2, (height - long_side) / 2, long_side, (False,) * 4)]
     if not tiling:
         return views
-    for fraction in _TILE_FRACTIONS:
-        side = round(long_side * fraction)
-        if side < _MIN_TILE:
-            break
+    sides = dict.fromkeys(max(round(long_side * f), _MIN_TILE) for f in fractions)
+    for side in (s for s in sides if s < long_side):
         for y0 in _tile_starts(height, side):
             for x0 in _tile_starts(width, side):
                 inner = (x0 > 0, y0 > 0, x0 + side < width, y0 + side < height)
@@ -93,7 +97,10 @@ def _render_view(image: np.ndarray, view: _View) -> tuple[np.ndarray, np.ndarray
 class FaceDetector:
     """BlazeFace short-range with MediaPipe's decoding and weighted NMS, for any image size.
 
-    ``score_threshold`` is MediaPipe's 0.5 by default; ``iou_threshold`` its 0.3.
+    ``score_threshold`` is MediaPipe's 0.5 by default; ``iou_threshold`` its 0.3;
+    ``tile_fractions`` sets the tile levels of ``tiling`` (see :func:`plan_views`). ``network``
+    replaces the PyTorch BlazeFace with another callable of the same signature (the onnx
+    backend's :class:`keyfer.export.OnnxDetectorNetwork`).
     """
 
     def __init__(
@@ -102,12 +109,17 @@ class FaceDetector:
         iou_threshold: float = 0.3,
         tiling: bool = True,
         device: torch.device | str = "cpu",
+        network: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        tile_fractions: Sequence[float] = TILE_FRACTIONS,
     ) -> None:
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.tiling = tiling
+        self.tile_fractions = tuple(tile_fractions)
         self.device = torch.device(device)
-        self.network = BlazeFace.from_pretrained().to(self.device)
+        if network is None:
+            network = BlazeFace.from_pretrained().to(self.device)
+        self.network = network
         self.anchors = short_range_anchors().to(self.device) * INPUT_SIZE
 
     def __call__(self, image: np.ndarray) -> Detections:
@@ -120,75 +132,82 @@ class FaceDetector:
         image and tiles) go through BlazeFace together, up to ``max_views`` per call."""
         if not images:
             return []
-        plans = [plan_views(image.shape[1], image.shape[0], self.tiling) for image in images]
+        plans = [
+            plan_views(image.shape[1], image.shape[0], self.tiling, self.tile_fractions)
+            for image in images
+        ]
+        views = [view for views in plans for view in views]
         rendered = [
             _render_view(image, view)
-            for image, views in zip(images, plans, strict=True)
-            for view in views
+            for image, image_views in zip(images, plans, strict=True)
+            for view in image_views
         ]
         batch = torch.from_numpy(np.stack([canvas for canvas, _ in rendered])).to(self.device)
         batch = batch.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         outputs = [self.network(chunk) for chunk in batch.split(max_views)]
         regressors = torch.cat([r for r, _ in outputs])
         logits = torch.cat([c for _, c in outputs])
+        affines = torch.tensor(np.stack([affine for _, affine in rendered]), dtype=torch.float32)
+        view_index, boxes, keypoints, scores = self._decode(regressors, logits, affines, views)
+        view_index = view_index.cpu()
         results, start = [], 0
-        for views in plans:
-            stop = start + len(views)
-            found = [
-                self._view_detections(view, affine, reg, logit)
-                for view, (_, affine), reg, logit in zip(
-                    views, rendered[start:stop], regressors[start:stop], logits[start:stop],
-                    strict=True,
+        for image_views in plans:
+            stop = start + len(image_views)
+            whole = view_index == start
+            tiles = (view_index > start) & (view_index < stop)
+            results.append(
+                self._merge(
+                    (boxes[whole], keypoints[whole], scores[whole]),
+                    (boxes[tiles], keypoints[tiles], scores[tiles]),
                 )
-            ]  # fmt: skip
-            results.append(self._merge(found))
+            )
             start = stop
         return results
 
-    def _view_detections(self, view: _View, affine: np.ndarray, reg, logit):
-        boxes, keypoints, scores = self._to_image(
-            *self._decode(reg, logit), torch.as_tensor(affine, dtype=torch.float32)
-        )
-        keep = self._uncut(boxes, view)
-        return boxes[keep], keypoints[keep], scores[keep]
+    def _decode(
+        self,
+        regressors: torch.Tensor,
+        logits: torch.Tensor,
+        affines: torch.Tensor,
+        views: Sequence[_View],
+    ) -> tuple[torch.Tensor, ...]:
+        """Decode the (V, 896, 16) regressors and (V, 896) logits of V views: the detections above
+        threshold, as their view's index (N,), boxes (N, 4), keypoints (N, 6, 2) in image pixels
+        and scores (N,), without the tile detections that cross a tile edge inside the image."""
+        scores = torch.sigmoid(logits.clamp(-100, 100))
+        view_index, anchor_index = (scores >= self.score_threshold).nonzero(as_tuple=True)
+        reg, anchors = regressors[view_index, anchor_index], self.anchors[anchor_index]
+        centre = reg[:, :2] + anchors
+        half = reg[:, 2:4] / 2
+        affine = affines.to(reg.device)[view_index]  # (N, 3): scale, offset x, offset y
+        scale, offset = affine[:, :1], affine[:, 1:]
+        boxes = torch.cat([centre - half, centre + half], dim=1) * scale + offset.repeat(1, 2)
+        keypoints = reg[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None]
+        keypoints = keypoints * scale[:, None] + offset[:, None]
+        scores = scores[view_index, anchor_index]
+        keep = self._uncut(boxes, view_index, views)
+        return view_index[keep], boxes[keep], keypoints[keep], scores[keep]
 
-    def _merge(self, found: list[tuple[torch.Tensor, ...]]) -> Detections:
-        """One image's detections: the whole-image view's, plus the faces only tiles found."""
-        whole = weighted_nms(*found[0], self.iou_threshold)
-        if len(found) > 1:
-            tiles = weighted_nms(
-                *(torch.cat(t) for t in zip(*found[1:], strict=True)), self.iou_threshold
-            )
+    def _merge(self, whole: tuple[torch.Tensor, ...], tiles: tuple[torch.Tensor, ...]):
+        """One image's detections, each given as (boxes, keypoints, scores): the whole-image
+        view's, plus the faces that only the tiles found."""
+        whole = weighted_nms(*whole, self.iou_threshold)
+        if len(tiles[0]):
+            tiles = weighted_nms(*tiles, self.iou_threshold)
             # The whole-image pass is MediaPipe's own; tiles only add the faces it missed.
             new = [bool((box_iou(whole[0], box) <= self.iou_threshold).all()) for box in tiles[0]]
             new = torch.tensor(new, dtype=torch.bool)
             whole = tuple(torch.cat([w, t[new]]) for w, t in zip(whole, tiles, strict=True))
         return Detections(*(t.cpu() for t in whole))
 
-    def _decode(self, regressors: torch.Tensor, logits: torch.Tensor):
-        """Boxes (N, 4) and keypoints (N, 6, 2) in input pixels, scores (N,), above threshold."""
-        scores = torch.sigmoid(logits.clamp(-100, 100))
-        keep = scores >= self.score_threshold
-        reg, anchors = regressors[keep], self.anchors[keep]
-        centre = reg[:, :2] + anchors
-        half = reg[:, 2:4] / 2
-        boxes = torch.cat([centre - half, centre + half], dim=1)
-        keypoints = reg[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None]
-        return boxes, keypoints, scores[keep]
-
     @staticmethod
-    def _to_image(boxes, keypoints, scores, affine: torch.Tensor):
-        scale, offset = affine[0].item(), affine[1:].to(boxes.device)
-        return boxes * scale + offset.repeat(2), keypoints * scale + offset, scores
-
-    @staticmethod
-    def _uncut(boxes: torch.Tensor, view: _View) -> torch.Tensor:
-        """Drop a tile's detections that cross one of its edges inside the image (cut faces)."""
-        keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
-        tolerance = _CUT_TOLERANCE * view.side
-        edges = (view.x0, view.y0, view.x0 + view.side, view.y0 + view.side)
-        for column, (inner, edge) in enumerate(zip(view.inner_edges, edges, strict=True)):
-            if inner:
-                beyond = edge - boxes[:, column] if column < 2 else boxes[:, column] - edge
-                keep &= beyond <= tolerance
-        return keep
+    def _uncut(boxes: torch.Tensor, view_index: torch.Tensor, views: Sequence[_View]):
+        """(N,) mask: False for a tile's detection that crosses one of the tile's edges inside
+        the image by more than the tolerance (a cut face)."""
+        edges = torch.tensor(
+            [(v.x0, v.y0, v.x0 + v.side, v.y0 + v.side) for v in views], device=boxes.device
+        )[view_index]
+        inner = torch.tensor([v.inner_edges for v in views], device=boxes.device)[view_index]
+        tolerance = torch.tensor([_CUT_TOLERANCE * v.side for v in views], device=boxes.device)
+        beyond = torch.cat([edges[:, :2] - boxes[:, :2], boxes[:, 2:] - edges[:, 2:]], dim=1)
+        return ~(inner & (beyond > tolerance[view_index, None])).any(dim=1)

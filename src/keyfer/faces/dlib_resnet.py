@@ -96,6 +96,8 @@ def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     the two in every dimension and each is zero-padded at the end of its channels, rows and
     columns. Besides channels, it pads where level1's 3x3 residual meets its 4x4 pooled shortcut
     and level0's 1x1 residual meets its 2x2 one."""
+    if a.shape == b.shape:
+        return a + b
     (_, ca, ha, wa), (_, cb, hb, wb) = a.shape, b.shape
     c, h, w = max(ca, cb), max(ha, hb), max(wa, wb)
     a = F.pad(a, (0, w - wa, 0, h - ha, 0, c - ca))

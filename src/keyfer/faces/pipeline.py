@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,8 @@ class FacePipeline:
     """Detector + alignment + FaceMesh, frozen, for images of any size.
 
     Faces whose FaceMesh presence is below ``min_presence`` are dropped as false detections.
-    ``facemesh`` shares an already loaded frozen FaceMesh instead of loading another.
+    ``facemesh`` shares an already loaded frozen FaceMesh instead of loading another;
+    ``detector_network`` replaces the detector's network (see :class:`FaceDetector`).
     """
 
     def __init__(
@@ -65,9 +66,12 @@ class FacePipeline:
         min_presence: float = DEFAULT_MIN_PRESENCE,
         refine: int = 0,
         facemesh: FaceMesh | None = None,
+        detector_network: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.detector = FaceDetector(detector_threshold, tiling=tiling, device=self.device)
+        self.detector = FaceDetector(
+            detector_threshold, tiling=tiling, device=self.device, network=detector_network
+        )
         self.facemesh = facemesh or FaceMesh.from_pretrained().to(self.device)
         self.min_presence = min_presence
         self.refine = refine

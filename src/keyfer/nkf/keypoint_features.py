@@ -26,9 +26,34 @@ def sample_keypoint_features(
     """Sample each tap at (B, K, 2) crop-pixel keypoints -> (B, K, C) features, taps concatenated
     in ``strides`` order. Differentiable in both the taps and the keypoints; points outside the
     crop take the nearest border value."""
+    if torch.compiler.is_exporting():
+        features = [_gather_bilinear(taps[s], keypoints / s - 0.5) for s in strides]
+        return torch.cat(features, dim=2)
     grid = (2 * keypoints / CROP_SIZE - 1).unsqueeze(2).to(taps[strides[0]].dtype)  # (B, K, 1, 2)
     features = [
         F.grid_sample(taps[s], grid, mode="bilinear", padding_mode="border", align_corners=False)
         for s in strides
     ]
     return torch.cat(features, dim=1).squeeze(-1).transpose(1, 2)
+
+
+def _gather_bilinear(tap: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` (bilinear, border) of a (B, C, H, W) tap at (B, K, 2) cell coordinates
+    (cell centres at integers) -> (B, K, C), as row gathers from the (B*H*W, C) map: for export,
+    where onnxruntime's GridSample kernel costs more than the crop network's pointwise convs."""
+    batch, channels, height, width = tap.shape
+    rows = tap.permute(0, 2, 3, 1).reshape(-1, channels)
+    x = cells[..., 0].clamp(0, width - 1)
+    y = cells[..., 1].clamp(0, height - 1)
+    x0, y0 = x.floor(), y.floor()
+    wx, wy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+    first_row = (torch.arange(batch, device=tap.device) * (height * width)).unsqueeze(1)
+
+    def at(row: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        return rows[(first_row + row * width + column).flatten()].view(batch, -1, channels)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy

@@ -97,13 +97,35 @@ def build_crop_cache(
     out = Path(out_dir)
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_crops(samples, partial, out.name, color_mode, margin, padding, num_workers)
+    except BaseException:  # an error or Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    try:
+        partial.rename(out)
+    except OSError:  # another job finished the same cache first
+        shutil.rmtree(partial)
+    return CropCache(out)
+
+
+def _write_crops(
+    samples: Sequence[Sample],
+    partial: Path,
+    name: str,
+    color_mode: str,
+    margin: float,
+    padding: str,
+    num_workers: int,
+) -> None:
+    """Write the crop cache ``name``'s files (crops, readable mask, meta) into ``partial``."""
     prepared = _Prepared(samples, color_mode, margin, padding)
     shape = (len(samples), CROP_SIZE, CROP_SIZE, prepared.channels)
     crops = np.lib.format.open_memmap(partial / "crops.npy", "w+", np.uint8, shape)
     errors: dict[int, str] = {}
     loader = DataLoader(prepared, batch_size=64, num_workers=num_workers)
     start = 0
-    for batch, messages in tqdm(loader, desc=f"preparing {out.name}", unit="batch", disable=None):
+    for batch, messages in tqdm(loader, desc=f"preparing {name}", unit="batch", disable=None):
         crops[start : start + len(batch)] = batch.numpy()
         errors.update({start + i: m for i, m in enumerate(messages) if m})
         start += len(batch)
@@ -115,18 +137,13 @@ def build_crop_cache(
     if errors:
         log.warning(
             "%s: %d of %d images could not be read and are left out (first: %s)",
-            out, len(errors), len(samples), next(iter(errors.values())),
+            name, len(errors), len(samples), next(iter(errors.values())),
         )  # fmt: skip
     meta = {
         "color_mode": color_mode, "margin": margin, "padding": padding,
         "paths": [str(s.path) for s in samples], "unreadable": errors,
     }  # fmt: skip
     (partial / "meta.json").write_text(json.dumps(meta))
-    try:
-        partial.rename(out)
-    except OSError:  # another job finished the same cache first
-        shutil.rmtree(partial)
-    return CropCache(out)
 
 
 def crop_cache(
