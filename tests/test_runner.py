@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from keyfer.errors import KeyferError
-from keyfer.io.records import RecordWriter
+from keyfer.io.records import RecordWriter, face_records
 from keyfer.runner import run_images
 
 
@@ -61,3 +63,18 @@ def test_a_failing_batch_is_retried_image_by_image(tmp_path):
     records = _run(tmp_path / "in", describe, batch_images=16)
     assert [bool(r["error"]) for r in records] == [False, True, False]
     assert records[1]["error"] == "cannot process b.png"
+
+
+def test_face_records_round_and_leave_the_garbage_collector_as_it_was(pipeline, astronaut):
+    faces = pipeline(astronaut)
+    (record,) = face_records(faces)
+    assert record["box"] == pytest.approx(faces.boxes[0].tolist(), abs=0.005)
+    assert len(record["mesh"]) == 468
+    gc.disable()
+    try:
+        face_records(faces)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    face_records(faces)
+    assert gc.isenabled()
