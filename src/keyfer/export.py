@@ -146,10 +146,10 @@ class OnnxDetectorNetwork(_OnnxSession):
 
     def __call__(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, 128, 128) views in [-1, 1] -> regressors (B, 896, 16), logits (B, 896)."""
-        regressors, logits = self.run(views.cpu().numpy())
-        return torch.from_numpy(regressors).to(views.device), torch.from_numpy(logits).to(
-            views.device
+        regressors, logits = (
+            torch.from_numpy(a).to(views.device) for a in self.run(views.cpu().numpy())
         )
+        return regressors, logits
 
 
 def onnx_cache_dir() -> Path:
@@ -165,7 +165,11 @@ def _cached(stem: str, key: str, export) -> Path:
     if not path.is_file():
         log.info("exporting %s to ONNX once: %s", stem, path)
         partial = path.with_suffix(f".partial-{os.getpid()}.onnx")
-        differences = export(partial)
+        try:
+            differences = export(partial)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(path)
         path.with_suffix(".json").write_text(json.dumps(differences))
     return path

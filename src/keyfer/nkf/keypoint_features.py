@@ -40,7 +40,8 @@ def sample_keypoint_features(
 def _gather_bilinear(tap: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     """``grid_sample`` (bilinear, border) of a (B, C, H, W) tap at (B, K, 2) cell coordinates
     (cell centres at integers) -> (B, K, C), as row gathers from the (B*H*W, C) map: for export,
-    where onnxruntime's GridSample kernel costs more than the crop network's pointwise convs."""
+    where onnxruntime's GridSample took about 15% of the fast crop network's time
+    (``benchmarks/onnx_export_forms.py``)."""
     batch, channels, height, width = tap.shape
     rows = tap.permute(0, 2, 3, 1).reshape(-1, channels)
     x = cells[..., 0].clamp(0, width - 1)
