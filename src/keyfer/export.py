@@ -66,13 +66,19 @@ def _export(
     network = network.cpu().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations
-        torch.onnx.export(
-            network, (torch.rand(2, 3, size, size),), str(path), input_names=[input_name],
-            output_names=list(outputs), dynamic_shapes=({0: batch},),
-            opset_version=OPSET, dynamo=True, verbose=False,
-        )  # fmt: skip
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed": keyfer needs none
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations
+            torch.onnx.export(
+                network, (torch.rand(2, 3, size, size),), str(path), input_names=[input_name],
+                output_names=list(outputs), dynamic_shapes=({0: batch},),
+                opset_version=OPSET, dynamo=True, verbose=False,
+            )  # fmt: skip
+    finally:
+        registry_log.setLevel(level)
     inputs = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = network(inputs)
