@@ -149,7 +149,6 @@ class FaceDetector:
         logits = torch.cat([c for _, c in outputs])
         affines = torch.tensor(np.stack([affine for _, affine in rendered]), dtype=torch.float32)
         view_index, boxes, keypoints, scores = self._decode(regressors, logits, affines, views)
-        view_index = view_index.cpu()
         results, start = [], 0
         for image_views in plans:
             stop = start + len(image_views)
