@@ -22,7 +22,7 @@ def run(*args: str) -> tuple[int, str]:
 
 def records(json_path: Path) -> list[dict]:
     document = json.loads(json_path.read_text())
-    assert document["schema_version"] == 1 and "keyfer_version" in document
+    assert document["schema_version"] == 2 and "keyfer_version" in document
     return document["records"]
 
 
@@ -37,7 +37,7 @@ def test_main_job_writes_the_documented_schema(tmp_path):
     assert len(face["box"]) == 4 and len(face["keypoints6"]) == 6
     assert np.array(face["landmarks68"]).shape == (68, 2)
     assert np.array(face["mesh"]).shape == (468, 3)
-    assert list((tmp_path / "ann").rglob("astronaut.jpg"))
+    assert list((tmp_path / "ann").rglob("astronaut.png.jpg"))
 
 
 def test_jsonl_streams_one_record_per_line(tmp_path):

@@ -30,8 +30,9 @@ from keyfer.train.speed import compile_modules
 from tests.conftest import EXAMPLE
 
 # The temperature is an LBFGS fit that stops within its gradient tolerance; on 12 Valid faces the
-# NLL is flat enough that logits equal to 1e-6 give temperatures (and ECE after) equal to ~1e-4.
-LOOSE = {"temperature": 1e-3, "ece_after": 1e-3}
+# NLL is flat enough that logits equal to 1e-6 give temperatures (and ECE after) equal to ~1e-3
+# (seen: 0.46026 against 0.46074 with torch 2.13.0 on 2 cores).
+LOOSE = {"temperature": 3e-3, "ece_after": 3e-3}
 
 
 @pytest.fixture(scope="module")

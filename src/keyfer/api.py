@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -16,13 +17,7 @@ from keyfer.data.precrop import gray3_crops
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.evaluate import load_model
-from keyfer.export import (
-    OnnxCropNetwork,
-    OnnxDetectorNetwork,
-    cached_detector_export,
-    cached_export,
-)
-from keyfer.faces.facemesh import FaceMeshOutput
+from keyfer.export import OnnxCropNetwork, cached_crop_network, cached_detector_network
 from keyfer.faces.pipeline import FacePipeline, Faces
 from keyfer.faces.pose import head_pose
 from keyfer.io.images import read_image, to_rgb_array
@@ -69,7 +64,9 @@ class Face:
 @dataclass(frozen=True)
 class FrameResult:
     """One processed video frame: its ``frame`` index, ``time_s``, size, the ``faces`` found,
-    and the pipeline's :class:`Faces` and the RGB ``image`` (for drawing)."""
+    the pipeline's :class:`Faces` and the RGB ``image`` (for drawing), the source's ``fps``,
+    and how many of the video's frames before this one were corrupt or missing
+    (``corrupt_frames_before``; see :class:`keyfer.io.video.VideoSource`)."""
 
     frame: int
     time_s: float
@@ -78,11 +75,14 @@ class FrameResult:
     faces: list[Face]
     pipeline_faces: Faces
     image: np.ndarray
+    fps: float
+    corrupt_frames_before: int
 
     def to_record(self, path: str) -> dict[str, Any]:
         """The JSON record of this frame."""
         return {
             "path": path, "frame": self.frame, "time_s": round(self.time_s, 3),
+            "corrupt_frames_before": self.corrupt_frames_before,
             "width": self.width, "height": self.height,
             "faces": [f.to_record() for f in self.faces], "error": None,
         }  # fmt: skip
@@ -92,9 +92,9 @@ class ExpressionRecognizer:
     """Detect faces, align them, and recognise their expressions.
 
     ``model`` is a shipped model name (``keyfer models``) or a checkpoint path; ``device`` is
-    auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces (off for speed);
-    ``tta_flip`` averages each face with its mirror image; ``threads`` sets CPU threads;
-    ``batch_size`` caps the faces per network call in :meth:`predict_batch`.
+    auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces, in photos and videos
+    alike (off for speed); ``tta_flip`` averages each face with its mirror image; ``threads``
+    sets CPU threads; ``batch_size`` caps the faces per network call in :meth:`predict_batch`.
     ``backend="onnx"`` runs the crop network and the detector with onnxruntime: the crop network
     from ``onnx_path`` if given, else from an export made once into ``~/.cache/keyfer/onnx``
     (``$XDG_CACHE_HOME/keyfer/onnx`` when that is set), like the detector's (needs the ``onnx``
@@ -121,13 +121,13 @@ class ExpressionRecognizer:
         self.loaded = load_model(model, self.device)
         self.onnx = detector_network = None
         if backend == "onnx":
-            path = (
-                Path(onnx_path)
+            loaded = self.loaded
+            self.onnx = (
+                OnnxCropNetwork(Path(onnx_path), threads)
                 if onnx_path
-                else cached_export(self.loaded.model, self.loaded.name, self.loaded.digest)
+                else cached_crop_network(loaded.model, loaded.name, loaded.digest, threads)
             )
-            self.onnx = OnnxCropNetwork(path, threads)
-            detector_network = OnnxDetectorNetwork(cached_detector_export(), threads)
+            detector_network = cached_detector_network(threads)
         # A frozen model holds MediaPipe's FaceMesh already; the landmarks can share it.
         model = self.loaded.model
         shared = None if model.config.finetune_alignment else model.facemesh
@@ -149,27 +149,19 @@ class ExpressionRecognizer:
 
     @torch.inference_mode()
     def analyze_batch(self, images: Sequence[np.ndarray]) -> list[tuple[Faces, list[Face]]]:
-        """:meth:`analyze` for many images: the detector views of all of them in one batch, and
-        the crop network on up to ``batch_size`` faces at a time across images."""
-        located = self.pipeline.locate_batch(images)
-        crops = torch.cat([found.crops for found in located])
+        """:meth:`analyze` for many images. The faces and their landmarks are the pipeline's
+        (:meth:`FacePipeline.batch`, the same as ``keyfer landmarks``, whatever the model); the
+        crop network then runs on their crops, up to ``batch_size`` at a time across images."""
+        found = self.pipeline.batch(images, self.batch_size)
+        crops = torch.cat([faces.crops for faces in found])
         outputs = [self._crop_outputs(chunk) for chunk in crops.split(self.batch_size)]
-        mesh, presence, probabilities = (
-            torch.cat([o[i] for o in outputs]) if outputs else torch.zeros(0) for i in range(3)
-        )
-        importance = [row for o in outputs for row in o[3]]
+        probabilities = torch.cat([p for p, _ in outputs]) if outputs else torch.zeros(0)
+        importance = [row for _, rows in outputs for row in rows]
         results, start = [], 0
-        for found in located:
-            stop = start + len(found.crops)
-            faces = self.pipeline.finish(
-                found, FaceMeshOutput(mesh[start:stop], presence[start:stop], {})
-            )
-            keep = self.pipeline.kept(presence[start:stop]).tolist()
-            chosen = [i for i, k in enumerate(keep, start) if k]
-            described = self._describe(
-                faces, probabilities[chosen].numpy(), [importance[i] for i in chosen]
-            )
-            results.append((faces, described))
+        for faces in found:
+            stop = start + len(faces)
+            chosen = probabilities[start:stop].numpy()
+            results.append((faces, self._describe(faces, chosen, importance[start:stop])))
             start = stop
         return results
 
@@ -201,27 +193,20 @@ class ExpressionRecognizer:
             crops = gray3_crops(crops)
         return crops
 
-    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """For (B, 3, 192, 192) RGB crops in [0, 1]: mesh (B, 468, 3) and presence (B,) of the
-        landmarks, calibrated probabilities (B, C), and B keypoint-importance lists (or None).
-
-        A frozen alignment network is MediaPipe's FaceMesh, so one pass on the model's input
-        gives both the expression and the landmarks (for gray3 models, from the gray crop; see
-        the README for its accuracy on AFW). A fine-tuned one has its own landmarks, so
-        MediaPipe's FaceMesh runs on the colour crop for the reported ones."""
+    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, list[list[float] | None]]:
+        """For (B, 3, 192, 192) RGB crops in [0, 1]: calibrated probabilities (B, C) and B
+        keypoint-importance lists (or None). The model's own landmarks (of the gray crop, for
+        gray3 models) are not reported: the faces' landmarks are the pipeline's, of the colour
+        crop."""
         model_crops = self.model_input(crops)
-        mesh, presence, logits, importance = self._run(model_crops)
+        logits, importance = self._run(model_crops)[2:]
         if self.tta_flip:
             logits = (logits + self._run(model_crops.flip(-1))[2]) / 2
-        if self.loaded.model.config.finetune_alignment:
-            out = self.pipeline.facemesh(crops.to(self.device))
-            mesh, presence = out.mesh, out.presence
         probabilities = torch.softmax(logits.float() / self.loaded.temperature, 1).cpu()
         if importance is None:
-            rows = [None] * len(crops)
-        else:
-            rows = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
-        return mesh.float().cpu(), presence.float().cpu(), probabilities, rows
+            return probabilities, [None] * len(crops)
+        rows = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
+        return probabilities, rows
 
     def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Mesh (B, 468, 3), presence (B,), logits (B, C) and keypoint importance (B, K) or
@@ -242,28 +227,51 @@ class ExpressionRecognizer:
         return to_rgb_array(image)
 
     def predict_video(
-        self, source: str | os.PathLike[str] | int, every_n: int = 1, smooth: bool = False
+        self,
+        source: str | os.PathLike[str] | int,
+        every_n: int = 1,
+        smooth: bool = False,
+        tiling: bool | None = None,
     ) -> Iterator[FrameResult]:
         """Per-frame results of a video file or a camera index, every ``every_n``-th frame.
 
-        With ``smooth``, faces are tracked by IoU across frames; each gets a ``track_id`` and its
-        probabilities are an EMA over the track (:mod:`keyfer.tracking`). Corrupt frames are
-        skipped; :attr:`last_corrupt_frames` counts them for the latest video.
+        ``tiling`` overrides the detector's tiling for this video; by default (None) a video is
+        searched like a photo, with the recognizer's ``tiling`` (on unless it was built with
+        ``tiling=False``). With ``smooth``, faces are tracked by IoU across frames; each gets a
+        ``track_id`` and its probabilities are an EMA over the track (:mod:`keyfer.tracking`).
+        Corrupt frames are skipped; each result counts those before it, and
+        :attr:`last_corrupt_frames` the latest video's. Raises :class:`KeyferError` when no
+        frame can be decoded, or, after the last result, when frames are missing from the end
+        of the stream (see :class:`keyfer.io.video.VideoSource`).
         """
         video = VideoSource(source if isinstance(source, int) else Path(source), every_n)
         tracker = FaceTracker() if smooth else None
         try:
             for frame in video:
-                faces, results = self.analyze(frame.image)
+                with self._detector_tiling(tiling):
+                    faces, results = self.analyze(frame.image)
                 if tracker is not None and results:
                     results = self._smooth(tracker, results)
                 height, width = frame.image.shape[:2]
                 yield FrameResult(
-                    frame.index, frame.time_s, width, height, results, faces, frame.image
-                )
+                    frame.index, frame.time_s, width, height, results, faces, frame.image,
+                    video.fps, frame.corrupt_before,
+                )  # fmt: skip
         finally:
             self.last_corrupt_frames = video.corrupt_frames
             video.close()
+
+    @contextlib.contextmanager
+    def _detector_tiling(self, tiling: bool | None) -> Iterator[None]:
+        """Run the block with the detector's tiling set to ``tiling`` (None: unchanged), and
+        restore it after the block, so that no other call sees the change."""
+        detector = self.pipeline.detector
+        saved = detector.tiling
+        detector.tiling = saved if tiling is None else tiling
+        try:
+            yield
+        finally:
+            detector.tiling = saved
 
     def _smooth(self, tracker: FaceTracker, results: list[Face]) -> list[Face]:
         boxes = np.array([r.record["box"] for r in results])

@@ -1,14 +1,15 @@
 """The ``keyfer`` command line: a thin layer over the library.
 
 Exit codes: 0 when every input was read, 1 when some input could not be read or processed,
-2 for a usage error (bad option, nothing to process).
+2 for a usage error (bad option, nothing to process, an output that cannot be written).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import click
@@ -20,10 +21,12 @@ from keyfer.data.datasets import DATASETS
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
+from keyfer.io.images import ImageListing
+from keyfer.io.outputs import STDOUT, OutputError, OutputNames, check_outputs
 from keyfer.io.records import RecordWriter
 from keyfer.models.registry import DEFAULT_MODEL
 from keyfer.robustness import FILLS, Occlusion, parse_landmark_noise, parse_occlusions
-from keyfer.runner import RunSummary, landmarks_describer, run_images
+from keyfer.runner import RunSummary, landmarks_describer, list_inputs, run_images
 
 _device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
@@ -37,6 +40,16 @@ _model_option = click.option(
     help="A shipped model name (see keyfer models) or a checkpoint path.",
 )
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
+_RECORDS = click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path)
+_json_option = click.option(
+    "--json", "json_path", type=_RECORDS, help="Write all records to one JSON file (- for stdout)."
+)
+_jsonl_option = click.option(
+    "--jsonl",
+    "jsonl_path",
+    type=_RECORDS,
+    help="Stream records, one JSON line each (- for stdout).",
+)
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
 
@@ -53,13 +66,16 @@ def _parsed(parse: Callable[[str], tuple]) -> Callable[..., tuple]:
 
 
 class _Group(click.Group):
-    """Turns keyfer's own errors into one line and exit code 1, never a traceback."""
+    """Turns keyfer's own errors into one line and exit code 1 (2 for an output that cannot be
+    written, a usage error), never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except KeyferError as error:
-            raise click.ClickException(str(error)) from error
+            exception = click.ClickException(str(error))
+            exception.exit_code = 2 if isinstance(error, OutputError) else 1
+            raise exception from error
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,21 +89,49 @@ def main(ctx: click.Context, quiet: bool) -> None:
     logging.getLogger("keyfer").setLevel(logging.ERROR if quiet else logging.INFO)
 
 
-def _finish_run(ctx: click.Context, summary: RunSummary, paths, what: str) -> None:
-    """The end of a per-image run: usage error if nothing was found, the summary line, and the
-    exit code (1 when some input could not be read)."""
-    if summary.images == 0:
+def _checked_run(
+    paths: Sequence[Path],
+    videos: bool,
+    files: Mapping[str, Path | None],
+    folders: Mapping[str, Path | None],
+) -> tuple[ImageListing, OutputNames]:
+    """The inputs under ``paths`` and the names of their per-input outputs, once the inputs
+    and every output are checked, before anything is read or written: a usage error when
+    there is nothing to process, :class:`OutputError` when an output cannot be written."""
+    listing = list_inputs(paths, videos)
+    if not listing.images:
+        what = "images or videos" if videos else "images"
         raise click.UsageError(f"no {what} found in " + ", ".join(map(str, paths)))
+    check_outputs(files, folders, listing.images)
+    outputs = [path for path in files.values() if path is not None]
+    return listing, OutputNames(paths, reserved=[*listing.images, *outputs])
+
+
+def _annotation_path(names: OutputNames, folder: Path | None) -> Callable[[Path], Path] | None:
+    """Where each image's annotated copy goes: ``<folder>/<its name>.jpg`` (OutputNames)."""
+    return None if folder is None else partial(names.path, folder, suffix=".jpg")
+
+
+def _finish_run(
+    ctx: click.Context, summary: RunSummary, outputs: Mapping[str, Path | None]
+) -> None:
+    """The end of a per-image run: the summary line with where each output went, and the exit
+    code (1 when some input could not be read)."""
     if not ctx.obj["quiet"]:
-        click.echo(summary.line(), err=True)
+        places = [
+            f"{option}: {'stdout' if path == STDOUT else path}"
+            for option, path in outputs.items()
+            if path is not None
+        ]
+        click.echo("; ".join([summary.line(), *places]), err=True)
     sys.exit(1 if summary.errors else 0)
 
 
 @main.command()
 @click.pass_context
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "json_path", type=_FILE, help="Write all records to one JSON file.")
-@click.option("--jsonl", "jsonl_path", type=_FILE, help="Stream records, one JSON line each.")
+@_json_option
+@_jsonl_option
 @click.option("--annotate", type=_DIR, help="Save copies with boxes and landmarks drawn here.")
 @click.option(
     "--tiling/--no-tiling",
@@ -131,6 +175,8 @@ def landmarks(
     PATHS are image files or folders (walked recursively). Coordinates are original-image pixels
     after EXIF rotation, a pixel's centre at integer + 0.5.
     """
+    files = {"--json": json_path, "--jsonl": jsonl_path}
+    listing, names = _checked_run(paths, False, files, {"--annotate": annotate})
     if threads:
         torch.set_num_threads(threads)
     pipeline = FacePipeline(
@@ -139,8 +185,10 @@ def landmarks(
     echo = json_path is None and jsonl_path is None
     header = {"keyfer_version": __version__}
     with RecordWriter(json_path, jsonl_path, header, echo=echo) as writer:
-        summary = run_images(paths, landmarks_describer(pipeline), writer, annotate, "landmarks")
-    _finish_run(ctx, summary, paths, "images")
+        describe = landmarks_describer(pipeline)
+        annotation = _annotation_path(names, annotate)
+        summary = run_images(listing, describe, writer, annotation, "landmarks")
+    _finish_run(ctx, summary, {**files, "--annotate": annotate})
 
 
 @main.command()
@@ -343,9 +391,11 @@ def models() -> None:
 @main.command()
 @click.pass_context
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--json", "json_path", type=_FILE, help="Write all records to one JSON file.")
-@click.option("--jsonl", "jsonl_path", type=_FILE, help="Stream records, one JSON line each.")
-@click.option("--csv", "csv_path", type=_FILE, help="One row per face with its probabilities.")
+@_json_option
+@_jsonl_option
+@click.option(
+    "--csv", "csv_path", type=_RECORDS, help="One row per face, with probabilities (- for stdout)."
+)
 @click.option("--annotate", type=_DIR, help="Save annotated images/videos (box, label, landmarks).")
 @click.option("--explain", is_flag=True, help="Add a heat overlay of keypoint importances.")
 @click.option("--save-crops", type=_DIR, help="Save each face's aligned 192x192 crop here.")
@@ -363,8 +413,10 @@ def models() -> None:
 @_model_option
 @click.option(
     "--tiling/--no-tiling",
-    default=None,
-    help="Also search tiles for small faces. Default: on for photos, off for videos and cameras.",
+    default=True,
+    show_default=True,
+    help="Also search tiles for small faces, in photos, videos and cameras alike "
+    "(--no-tiling is faster but misses faces smaller than about an eighth of the frame).",
 )
 @click.option(
     "--backend",
@@ -390,7 +442,7 @@ def predict(
     smooth: bool,
     tta: str | None,
     model_name: str,
-    tiling: bool | None,
+    tiling: bool,
     backend: str,
     device: str,
     threads: int | None,
@@ -400,8 +452,8 @@ def predict(
 
     Records extend those of `keyfer landmarks` with "expression": {"label", "probabilities"}
     (calibrated, canonical class names), "keypoint_importance", "pose" {"yaw", "pitch", "roll"}
-    in degrees and "reliable". A video gives one record per processed frame, with "frame" and
-    "time_s"; with --smooth each face also has a "track_id".
+    in degrees and "reliable". A video gives one record per processed frame, with "frame",
+    "time_s" and "corrupt_frames_before"; with --smooth each face also has a "track_id".
     """
     from keyfer.api import ExpressionRecognizer
     from keyfer.predict import PredictJob, gui_available
@@ -413,10 +465,17 @@ def predict(
             "--show needs OpenCV with GUI support; keyfer installs the headless build, so run "
             "`pip install opencv-python` in this environment to get windows"
         )
+    files = {"--json": json_path, "--jsonl": jsonl_path, "--csv": csv_path}
+    folders = {"--annotate": annotate, "--save-crops": save_crops}
+    if camera is None:
+        listing, names = _checked_run(paths, True, files, folders)
+    else:
+        check_outputs(files, folders)
+        names = OutputNames()
     recognizer = ExpressionRecognizer(
         model_name,
         device,
-        tiling=tiling is not False,
+        tiling=tiling,
         tta_flip=tta == "flip",
         threads=threads,
         backend=backend,
@@ -435,7 +494,7 @@ def predict(
             every,
             smooth,
             show,
-            video_tiling=bool(tiling),
+            names=names,
         )
         if camera is not None:
             try:
@@ -444,8 +503,11 @@ def predict(
                 pass
             return
 
-        summary = run_images(paths, job.describe_batch, writer, annotate, "predict", job.run_video)
-    _finish_run(ctx, summary, paths, "images or videos")
+        annotation = _annotation_path(names, annotate)
+        summary = run_images(
+            listing, job.describe_batch, writer, annotation, "predict", job.run_video
+        )
+    _finish_run(ctx, summary, {**files, **folders})
 
 
 @main.command()
@@ -465,6 +527,7 @@ def export(out: Path, model_name: str, export_format: str) -> None:
     from keyfer.evaluate import load_model
     from keyfer.export import export_onnx
 
+    check_outputs({"OUT": out, "OUT's .json record": out.with_suffix(".json")})
     loaded = load_model(model_name, torch.device("cpu"))
     differences = export_onnx(loaded.model, out)
     record = {

@@ -6,6 +6,7 @@ The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from keyfer.errors import KeyferError
 from keyfer.models.registry import create_model, get_record, list_models
 from keyfer.nkf.model import NKFModel
 from keyfer.robustness import RobustnessSpec, robustness_logits, robustness_report
-from keyfer.train.checkpoint import load_checkpoint
+from keyfer.train.checkpoint import load_checkpoint, load_model_weights
 from keyfer.train.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference with what its preprocessing needs."""
+    """A model ready for inference with what its preprocessing needs; ``digest`` is a sha256 hex
+    of what defines its network (keys its exports), empty for a model being trained."""
 
     name: str
     model: NKFModel
@@ -45,39 +47,53 @@ class LoadedModel:
     digest: str = ""
 
 
+def _checkpoint_model(path: Path) -> LoadedModel:
+    """A ``keyfer train`` checkpoint's model; its digest is the file's sha256."""
+    experiment, state = load_checkpoint(path)
+    model = NKFModel(experiment.model)
+    load_model_weights(model, state, path)
+    return LoadedModel(
+        str(path),
+        model,
+        list(CLASSES),
+        float(state.get("temperature", 1.0)),
+        experiment.model.color_mode,
+        DEFAULT_MARGIN,
+        DEFAULT_PADDING,
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+def _shipped_model(name: str) -> LoadedModel:
+    """A shipped model; its digest is :attr:`ModelRecord.digest`."""
+    record = get_record(name)
+    pre = record.preprocessing
+    return LoadedModel(
+        record.name,
+        create_model(record.name),
+        record.classes,
+        record.temperature,
+        pre["color_mode"],
+        pre["precrop_margin"],
+        pre["precrop_padding"],
+        record.digest,
+    )
+
+
 def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
-    """A shipped model by name, or a ``keyfer train`` checkpoint by path."""
+    """A shipped model by name, or a ``keyfer train`` checkpoint by path. A shipped model's name
+    wins over a file or folder of that name (with a warning; ``./NAME`` loads the file)."""
     path = Path(name_or_path)
-    if path.suffix == ".pt" or path.exists():
-        experiment, state = load_checkpoint(path)
-        model = NKFModel(experiment.model)
-        model.head.load_state_dict(state["head"])
-        if "facemesh" in state:  # fine-tuned alignment network
-            model.facemesh.load_state_dict(state["facemesh"])
-        if "appearance" in state:  # fine-tuned appearance branch
-            model.appearance.load_state_dict(state["appearance"])
-        temperature = float(state.get("temperature", 1.0))
-        loaded = LoadedModel(
-            str(path),
-            model,
-            list(CLASSES),
-            temperature,
-            experiment.model.color_mode,
-            DEFAULT_MARGIN,
-            DEFAULT_PADDING,
-        )
-    elif name_or_path in list_models():
-        record = get_record(name_or_path)
-        pre = record.preprocessing
-        loaded = LoadedModel(
-            record.name,
-            create_model(record.name),
-            record.classes,
-            record.temperature,
-            pre["color_mode"],
-            pre["precrop_margin"],
-            pre["precrop_padding"],
-        )
+    if name_or_path in list_models():
+        if path.exists():
+            log.warning(
+                "%s is the shipped model; give ./%s to load the file or folder of that name",
+                name_or_path,
+                name_or_path,
+            )
+        loaded = _shipped_model(name_or_path)
+    elif path.suffix == ".pt" or path.exists():
+        loaded = _checkpoint_model(path)
     else:
         raise KeyferError(
             f"unknown model {name_or_path!r}: not a checkpoint file nor a shipped model "

@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from torch import nn
 from keyfer.errors import KeyferError
 from keyfer.faces.anchors import INPUT_SIZE
 from keyfer.faces.blazeface import BlazeFace
-from keyfer.faces.weights import expected_sha256, weight_path
+from keyfer.faces.weights import expected_sha256
 from keyfer.nkf.model import NKFModel
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ OPSET = 18  # GridSample needs 16 or later
 GRAPH_REVISION = 3  # bumped when the exported graphs change, so that cached exports are redone
 OUTPUTS = ("mesh", "presence", "logits", "importance")
 DETECTOR_OUTPUTS = ("regressors", "logits")
+Network = TypeVar("Network", bound="_OnnxSession")
 
 
 class CropNetwork(nn.Module):
@@ -60,8 +63,9 @@ def _require_onnx():
 def _export(
     network: nn.Module, input_name: str, outputs: tuple[str, ...], size: int, path: Path
 ) -> dict[str, float]:
-    """Export ``network`` on (B, 3, size, size) inputs with a dynamic batch axis, then compare
-    onnxruntime with PyTorch on 3 random inputs; returns {output: max abs diff}."""
+    """Export ``network`` on (B, 3, size, size) inputs with a dynamic batch axis into the one file
+    ``path`` (weights inside it, no .data file beside it), then compare onnxruntime with PyTorch
+    on 3 random inputs; returns {output: max abs diff}."""
     _require_onnx()
     network = network.cpu().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +79,7 @@ def _export(
             torch.onnx.export(
                 network, (torch.rand(2, 3, size, size),), str(path), input_names=[input_name],
                 output_names=list(outputs), dynamic_shapes=({0: batch},),
-                opset_version=OPSET, dynamo=True, verbose=False,
+                opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
             )  # fmt: skip
     finally:
         registry_log.setLevel(level)
@@ -165,29 +169,96 @@ def onnx_cache_dir() -> Path:
     return Path(root) / "keyfer" / "onnx"
 
 
-def _cached(stem: str, key: str, export) -> Path:
-    tag = hashlib.sha256(f"{key}:{OPSET}:{GRAPH_REVISION}".encode()).hexdigest()[:16]
-    path = onnx_cache_dir() / f"{stem}-{tag}.onnx"
-    if not path.is_file():
-        log.info("exporting %s to ONNX once: %s", stem, path)
-        partial = path.with_suffix(f".partial-{os.getpid()}.onnx")
-        try:
-            differences = export(partial)
-        except BaseException:
+def _cache_path(stem: str, key: str) -> Path:
+    """``<stem>-<16 hex digits>.onnx`` in :func:`onnx_cache_dir`, the digits a sha256 of ``key``,
+    keyfer's version, the opset, the graph revision and the shipped networks' sha256 (FaceMesh,
+    BlazeFace, dlib's ResNet), so that new weights or a new keyfer never reuse an old export."""
+    from keyfer import __version__  # keyfer's package imports this module
+
+    shipped = json.dumps(expected_sha256(), sort_keys=True)
+    tag = f"{key}:{__version__}:{OPSET}:{GRAPH_REVISION}:{shipped}"
+    return onnx_cache_dir() / f"{stem}-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.onnx"
+
+
+def crop_network_cache_path(name: str, weights_digest: str) -> Path:
+    """Where the crop network of model ``name`` (a shipped name or a checkpoint path; it only
+    names the file) is cached; ``weights_digest`` (:attr:`LoadedModel.digest`) keys it."""
+    if not weights_digest:
+        raise ValueError(f"the export of {name} needs its weights' digest as a cache key")
+    return _cache_path(Path(name).stem, f"{weights_digest}:{','.join(OUTPUTS)}")
+
+
+def detector_cache_path() -> Path:
+    """Where BlazeFace's export is cached (its weights' sha256 is in every key)."""
+    return _cache_path("blazeface", "blazeface")
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 on POSIX; assumed elsewhere)."""
+    if os.name != "posix":  # Windows' os.kill(pid, 0) sends Ctrl-C instead of probing
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Delete the partial exports (``*.partial-<pid>.onnx``) in ``folder`` of processes that are
+    gone (killed mid-export)."""
+    for partial in folder.glob("*.partial-*.onnx"):
+        pid = partial.suffixes[-2].removeprefix(".partial-")
+        if pid.isdigit() and not _process_exists(int(pid)):
             partial.unlink(missing_ok=True)
-            raise
+
+
+def _export_into_cache(path: Path, export: Callable[[Path], dict[str, float]]) -> None:
+    """Run ``export`` into a private ``*.partial-<pid>.onnx`` file beside ``path`` and rename it
+    to ``path``: readers see no file or a whole one, and concurrent exports cannot mix. The
+    differences ``export`` returns go beside it with a .json suffix."""
+    log.info("exporting %s to ONNX once: %s", path.stem, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path.parent)
+    partial = path.with_suffix(f".partial-{os.getpid()}.onnx")
+    try:
+        differences = export(partial)
         partial.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(differences))
-    return path
+    finally:  # an error or Ctrl-C: leave no partial file behind
+        partial.unlink(missing_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(differences))
 
 
-def cached_export(model: NKFModel, name: str, weights_digest: str) -> Path:
-    """The model's ONNX file in :func:`onnx_cache_dir`, exported on first use."""
-    key = f"{name}:{weights_digest}:{','.join(OUTPUTS)}"
-    return _cached(Path(name).stem, key, lambda path: export_onnx(model, path))
+def _cached(
+    path: Path, export: Callable[[Path], dict[str, float]], open_network: Callable[[Path], Network]
+) -> Network:
+    """``open_network(path)``, exporting to ``path`` first when it is missing; a cached file that
+    does not open (truncated, damaged) is logged and exported again, once."""
+    if path.is_file():
+        try:
+            return open_network(path)
+        except KeyferError as error:
+            log.warning("exporting the broken cached file again: %s", error)
+    _export_into_cache(path, export)
+    return open_network(path)
 
 
-def cached_detector_export() -> Path:
-    """BlazeFace's ONNX file in :func:`onnx_cache_dir`, exported on first use."""
-    digest = expected_sha256()[weight_path("blazeface_short_range").name]
-    return _cached("blazeface", f"blazeface:{digest}", export_detector_onnx)
+def cached_crop_network(
+    model: NKFModel, name: str, weights_digest: str, threads: int | None = None
+) -> OnnxCropNetwork:
+    """The model's crop network from its export in :func:`onnx_cache_dir` (made on first use);
+    see :func:`crop_network_cache_path` for ``name`` and ``weights_digest``."""
+    return _cached(
+        crop_network_cache_path(name, weights_digest),
+        lambda path: export_onnx(model, path),
+        lambda path: OnnxCropNetwork(path, threads),
+    )
+
+
+def cached_detector_network(threads: int | None = None) -> OnnxDetectorNetwork:
+    """BlazeFace from its export in :func:`onnx_cache_dir` (made on first use)."""
+    return _cached(
+        detector_cache_path(), export_detector_onnx, lambda path: OnnxDetectorNetwork(path, threads)
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +14,49 @@ import torch
 
 from keyfer.api import ExpressionRecognizer, Face
 from keyfer.faces.pipeline import Faces
-from keyfer.io.annotate import draw_faces, save_rgb
+from keyfer.io.annotate import draw_faces, heat_colours, save_rgb
+from keyfer.io.outputs import OutputNames
 from keyfer.io.records import RecordWriter
 from keyfer.io.video import VideoWriter
 
 log = logging.getLogger(__name__)
 
 
+# The --explain heat map: each keypoint's blob spans this fraction of the face, and the most
+# important one is this opaque, so that a face of 50 px stays recognisable under it.
+_HEAT_BLOB_FRACTION = 1 / 30
+_HEAT_MAX_ALPHA = 0.4
+
+
 def draw_importance(image: np.ndarray, points: np.ndarray, importance: np.ndarray) -> np.ndarray:
-    """Overlay a heat map of keypoint importances: a soft blob per keypoint at (K, 2) image
-    ``points`` (pixel centres at +0.5), coloured and sized by its (K,) importance in (0, 1)."""
+    """A copy of an (H, W, 3) RGB image under a translucent heat map of keypoint importances: a
+    soft blob per keypoint at (K, 2) image ``points`` (pixel centres at +0.5), sized relative to
+    the face (the points' extent) and coloured by its (K,) importance rescaled to [0, 1] with
+    :func:`heat_colours`. Only the points' neighbourhood is touched."""
+    canvas = image.copy()
+    spread = max(1.0, float(np.ptp(points, axis=0).max()) * _HEAT_BLOB_FRACTION)
     height, width = image.shape[:2]
-    heat = np.zeros((height, width), np.float32)
-    spread = max(2.0, float(np.ptp(points[:, 0])) / 25)
+    x0, y0 = np.maximum(np.floor(points.min(axis=0) - 4 * spread), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(points.max(axis=0) + 4 * spread), (width, height)).astype(int)
+    if x1 <= x0 or y1 <= y0:
+        return canvas
+    heat = np.zeros((y1 - y0, x1 - x0), np.float32)
     weights = (importance - importance.min()) / max(float(np.ptp(importance)), 1e-6)
-    for (x, y), weight in zip(points - 0.5, weights, strict=True):
-        cv2.circle(heat, (int(round(x)), int(round(y))), int(spread), float(weight), -1)
+    for (x, y), weight in zip(points - 0.5 - (x0, y0), weights, strict=True):
+        cv2.circle(heat, (int(round(x)), int(round(y))), int(round(spread)), float(weight), -1)
     heat = cv2.GaussianBlur(heat, (0, 0), spread)
     heat /= max(float(heat.max()), 1e-6)
-    colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = (0.6 * heat)[..., None]
-    return (image * (1 - alpha) + colours * alpha).astype(np.uint8)
+    alpha = (_HEAT_MAX_ALPHA * heat)[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region[:] = np.round(region * (1 - alpha) + heat_colours(heat) * alpha).astype(np.uint8)
+    return canvas
 
 
 @dataclass
 class PredictJob:
     """What to draw and save besides the records: ``explain`` adds the keypoint-importance heat
-    overlay to annotations, ``crops_dir`` receives each face's aligned crop. Videos run the
-    detector with tiling only when ``video_tiling`` (it costs more than a frame's budget)."""
+    overlay to annotations, ``crops_dir`` receives each face's aligned crop, and ``names``
+    names these files."""
 
     recognizer: ExpressionRecognizer
     writer: RecordWriter
@@ -51,10 +66,11 @@ class PredictJob:
     every_n: int = 1
     smooth: bool = False
     show: bool = False
-    video_tiling: bool = False
+    names: OutputNames = field(default_factory=OutputNames)
 
     def draw(self, image: np.ndarray, faces: Faces, results: list[Face]) -> np.ndarray:
-        """The annotated copy: boxes, labels with probabilities, landmarks, and the heat map."""
+        """The annotated copy: boxes (unreliable faces marked), labels with probabilities,
+        landmarks, and the heat map under them with its legend."""
         if self.explain:
             index = self.recognizer.loaded.model.keypoint_index.cpu()
             for face, result in zip(faces.mesh, results, strict=True):
@@ -62,49 +78,54 @@ class PredictJob:
                     points = face[index, :2].numpy()
                     image = draw_importance(image, points, np.array(result.keypoint_importance))
         labels = [self._label(r) for r in results]
-        return draw_faces(image, faces, labels)
+        reliable = [r.reliable for r in results]
+        explained = self.explain and any(r.keypoint_importance is not None for r in results)
+        return draw_faces(image, faces, labels, reliable, heat_legend=explained)
 
     @staticmethod
     def _label(result: Face) -> str:
         track = "" if result.track_id is None else f"#{result.track_id} "
         return f"{track}{result.label} {result.probabilities[result.label]:.2f}"
 
-    def _save_crops(self, stem: str, faces: Faces) -> None:
+    def _save_crops(self, source: Path, faces: Faces, frame: str = "") -> None:
+        """Save each face's crop as ``<source name><frame>_face<i>.png`` (see OutputNames)."""
         for index, crop in enumerate(faces.crops):
             rgb = (crop.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-            save_rgb(self.crops_dir / f"{stem}_face{index}.png", rgb)
+            save_rgb(self.names.path(self.crops_dir, source, f"{frame}_face{index}.png"), rgb)
 
     def describe_batch(self, images: list[np.ndarray], paths: list[Path], annotate: bool):
         """Records of each image's faces, and its annotated copy when asked for; aligned crops
-        are saved as ``<image stem>_face<i>.png``."""
+        are saved as ``<image name>_face<i>.png``."""
         described = []
         for image, path, (faces, results) in zip(
             images, paths, self.recognizer.analyze_batch(images), strict=True
         ):
             if self.crops_dir is not None:
-                self._save_crops(path.stem, faces)
+                self._save_crops(path, faces)
             drawing = self.draw(image, faces, results) if annotate else None
             described.append(([r.to_record() for r in results], drawing))
         return described
 
     def run_video(self, source: Path | int) -> int:
-        """Write one record per processed frame of a video or camera; returns the faces found."""
-        name = f"camera{source}" if isinstance(source, int) else source.stem
+        """Write one record per processed frame of a video or camera; returns the faces found.
+        The annotated video plays at the source's frame rate divided by ``every_n``."""
+        name = Path(f"camera{source}") if isinstance(source, int) else source
         path = f"camera:{source}" if isinstance(source, int) else str(source)
-        writer = None
+        target: Path | None = None
+        writer: VideoWriter | None = None
         if self.annotate_dir is not None:
-            writer = VideoWriter(self.annotate_dir / f"{name}.mp4", 30.0 / self.every_n)
+            target = self.names.path(self.annotate_dir, name, ".mp4")
         found = 0
-        detector = self.recognizer.pipeline.detector
-        photo_tiling, detector.tiling = detector.tiling, self.video_tiling
         try:
             frames = self.recognizer.predict_video(source, self.every_n, self.smooth)
             for result in frames:
+                if target is not None and writer is None:
+                    writer = VideoWriter(target, result.fps / self.every_n)
                 record: dict[str, Any] = result.to_record(path)
                 self.writer.write(record)
                 found += len(result.faces)
                 if self.crops_dir is not None:
-                    self._save_crops(f"{name}_frame{result.frame}", result.pipeline_faces)
+                    self._save_crops(name, result.pipeline_faces, f"_frame{result.frame}")
                 if writer is not None or self.show:
                     drawing = self.draw(result.image, result.pipeline_faces, result.faces)
                     if writer is not None:
@@ -112,7 +133,6 @@ class PredictJob:
                     if self.show and not _show(drawing):
                         break
         finally:
-            detector.tiling = photo_tiling
             if writer is not None:
                 writer.close()
         if self.recognizer.last_corrupt_frames:

@@ -14,6 +14,7 @@ and AffectNet-7 also leaves out contempt (7). The face is cut out around the CSV
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 from keyfer.data.labels import BASIC_CLASSES, CLASSES, Sample, label_indices, one_hot
@@ -25,6 +26,7 @@ from keyfer.data.split import (
     DatasetSplit,
     RowTally,
     read_csv_rows,
+    relative_image_path,
 )
 from keyfer.errors import KeyferError
 
@@ -49,8 +51,9 @@ def load_affectnet(root: str | Path, split: str, num_classes: int = 8) -> Datase
     """Split ``train`` or ``validation`` of AffectNet with 8 classes, or 7 (no contempt).
 
     ``root`` holds ``Manually_Annotated_Images/`` and the CSVs (in
-    ``Manually_Annotated_file_lists/`` or beside it). Bad rows (a wrong column count, a bad box,
-    an unknown code, a missing image) are skipped and counted; codes 8..10 (and 7 for 7
+    ``Manually_Annotated_file_lists/`` or beside it). Bad rows (a wrong column count, bytes that
+    are not UTF-8, a bad box, an unknown code, an image path that is absolute or has a ``..``
+    part, a missing image) are skipped and counted; codes 8..10 (and 7 for 7
     classes) are excluded and counted.
     """
     if split not in SPLITS:
@@ -64,7 +67,8 @@ def load_affectnet(root: str | Path, split: str, num_classes: int = 8) -> Datase
         raise KeyferError(f"no AffectNet image folder {images} beside {csv_path}")
     tally = RowTally(csv_path)
     samples = []
-    for line, row in read_csv_rows(csv_path, COLUMNS[0], "the AffectNet list"):
+    skip_malformed = partial(tally.skip, MALFORMED_ROW)
+    for line, row in read_csv_rows(csv_path, COLUMNS[0], "the AffectNet list", skip_malformed):
         if len(row) != len(COLUMNS):
             tally.skip(MALFORMED_ROW, line, f"expected {len(COLUMNS)} columns, found {len(row)}")
             continue
@@ -83,8 +87,11 @@ def load_affectnet(root: str | Path, split: str, num_classes: int = 8) -> Datase
         if box is None:
             tally.skip(BAD_BOX, line, f"face box {row[1:5]} is not four numbers with w, h > 0")
             continue
-        path = images / row[0].strip()
-        if not row[0].strip() or not path.is_file():
+        path = relative_image_path(images, row[0])
+        if path is None:
+            tally.skip(MALFORMED_ROW, line, f"image path {row[0]!r} is empty, absolute or has '..'")
+            continue
+        if not path.is_file():
             tally.skip(MISSING_IMAGE, line, f"no image {path}")
             continue
         index = _CANONICAL[code]

@@ -13,6 +13,7 @@ When both are under the root, ``train`` is read from the CSV.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from keyfer.data.split import (
     MALFORMED_ROW,
     DatasetSplit,
     RowTally,
+    parse_count,
     read_csv_rows,
 )
 from keyfer.errors import KeyferError
@@ -48,9 +50,9 @@ CSV_NAME = "fer2013.csv"
 
 def load_fer2013(root: str | Path, split: str) -> DatasetSplit:
     """Split ``train``, ``publictest`` or ``privatetest`` of the CSV, or ``train`` or ``test`` of
-    the class folders, under ``root``. Bad CSV rows are skipped and counted: a wrong column count or
-    an unknown Usage (in every split), and in the split's own rows an emotion outside 0..6 or a
-    pixel string that is not 2304 values 0..255."""
+    the class folders, under ``root``. Bad CSV rows are skipped and counted: a wrong column count,
+    an unknown Usage or bytes that are not UTF-8 (in every split), and in the split's own rows an
+    emotion outside 0..6 or a pixel string that is not 2304 values 0..255."""
     if split not in SPLITS:
         raise KeyferError(f"unknown FER2013 split {split!r}; choose from {', '.join(SPLITS)}")
     root = Path(root)
@@ -70,7 +72,8 @@ def load_fer2013(root: str | Path, split: str) -> DatasetSplit:
 def _load_csv(path: Path, usage: str) -> DatasetSplit:
     tally = RowTally(path)
     samples = []
-    for line, row in read_csv_rows(path, "emotion", "FER2013"):
+    skip_malformed = partial(tally.skip, MALFORMED_ROW)
+    for line, row in read_csv_rows(path, "emotion", "FER2013", skip_malformed):
         if len(row) != 3:
             tally.skip(MALFORMED_ROW, line, f"expected 3 columns, found {len(row)}")
             continue
@@ -80,14 +83,15 @@ def _load_csv(path: Path, usage: str) -> DatasetSplit:
             continue
         if row_usage != usage:
             continue
-        if not emotion.isdigit() or not 0 <= int(emotion) < len(EMOTIONS):
+        code = parse_count(emotion, len(EMOTIONS) - 1)
+        if code is None:
             tally.skip(BAD_LABEL, line, f"emotion {emotion!r} is not 0..{len(EMOTIONS) - 1}")
             continue
         image = parse_pixels(pixels)
         if image is None:
             tally.skip(BAD_PIXELS, line, f"pixels are not {SIDE * SIDE} values 0..255")
             continue
-        index = _CANONICAL[int(emotion)]
+        index = _CANONICAL[code]
         samples.append(Sample(Path(f"{path}#{line}"), index, one_hot(index), pixels=image))
     return tally.split(samples, list(BASIC_CLASSES))
 
@@ -100,7 +104,7 @@ def parse_pixels(text: str) -> np.ndarray | None:
         return None
     try:
         numbers = np.array(values, dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # not integers, or past int64
         return None
     if numbers.min() < 0 or numbers.max() > 255:
         return None

@@ -2,7 +2,9 @@
 
 label.csv has no header. Each row is the image file name, its face box (always
 ``"(0, 0, 48, 48)"``), then ten vote counts in :data:`VOTE_COLUMNS` order. The images are 48x48
-8-bit grayscale PNGs in the same folder.
+8-bit grayscale PNGs in the same folder. A row that is not UTF-8 text, whose file name is empty,
+absolute or has a ``..`` part, or whose votes are not ten whole numbers in 0..:data:`MAX_VOTES`,
+is malformed: skipped and counted.
 
 Label modes (METHOD.md section 4, the FER+ paper's majority protocol):
 
@@ -18,7 +20,6 @@ This reproduces the official counts: 25,045 train and 3,191 valid images kept.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from keyfer.data.labels import CLASSES, Sample, one_hot
+from keyfer.data.split import parse_count, read_csv_rows, relative_image_path
 from keyfer.errors import KeyferError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,10 @@ SPLITS: dict[str, str] = {"train": "FER2013Train", "valid": "FER2013Valid", "tes
 LABEL_MODES = ("majority", "probability")
 VOTE_COLUMNS: tuple[str, ...] = (*CLASSES, "unknown", "NF")
 """The ten vote columns of label.csv, in file order; the first eight are :data:`CLASSES`."""
+
+MAX_VOTES = 1000
+"""Largest vote count a row may hold. FERPlus had 10 annotators per image; a larger count is a
+corrupt row (and this bound keeps every sum of counts far inside int64)."""
 
 DROP_REASONS: dict[str, str] = {"unknown": "unknown", "NF": "not_face"}
 NO_MAJORITY = "no_majority"
@@ -100,17 +106,17 @@ def read_label_csv(path: str | Path, label_mode: str = "majority") -> FerPlusSpl
     path = Path(path)
     split = FerPlusSplit()
     rows, split.malformed = _read_rows(path)
-    for line, name, votes in rows:
+    for image, votes in rows:
         winner = majority_winner(votes)
         if winner is None:
             split.dropped[NO_MAJORITY] += 1
         elif winner >= len(CLASSES):
             split.dropped[DROP_REASONS[VOTE_COLUMNS[winner]]] += 1
-        elif not name or not (path.parent / name).is_file():
-            split.missing.append(path.parent / (name or f"<empty file name on line {line}>"))
+        elif not image.is_file():
+            split.missing.append(image)
         else:
             target = vote_target(votes) if label_mode == "probability" else one_hot(winner)
-            split.samples.append(Sample(path.parent / name, winner, target))
+            split.samples.append(Sample(image, winner, target))
     if split.missing:
         log.warning(
             "%s: %d of the kept rows have no image file and are left out (first: %s)",
@@ -143,24 +149,25 @@ def load_ferplus(root: str | Path, split: str, label_mode: str = "majority") -> 
     )
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[int, str, list[int]]], list[str]]:
-    """label.csv -> (line number, file name, ten vote counts) per row, and what is wrong with
-    each malformed row (``line N: ...``)."""
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise KeyferError(f"cannot read FERPlus labels {path}: {exc}") from exc
-    parsed, malformed = [], []
-    for line, row in enumerate(rows, start=1):
-        if not row:
+def _read_rows(path: Path) -> tuple[list[tuple[Path, list[int]]], list[str]]:
+    """label.csv -> (image path, ten vote counts) per label row, and what is wrong with each
+    malformed row (``line N: ...``)."""
+    malformed: list[str] = []
+
+    def skip(line: int, detail: str) -> None:
+        malformed.append(f"line {line}: not a FERPlus label row ({detail})")
+
+    parsed = []
+    for line, row in read_csv_rows(path, None, "FERPlus labels", skip):
+        if len(row) != 2 + len(VOTE_COLUMNS):
+            skip(line, f"expected {2 + len(VOTE_COLUMNS)} columns, found {len(row)}")
             continue
-        try:
-            if len(row) != 2 + len(VOTE_COLUMNS):
-                raise ValueError(f"expected {2 + len(VOTE_COLUMNS)} columns, found {len(row)}")
-            votes = [int(v) for v in row[2:]]
-        except ValueError as exc:
-            malformed.append(f"line {line}: not a FERPlus label row ({exc})")
-            continue
-        parsed.append((line, row[0].strip(), votes))
+        image = relative_image_path(path.parent, row[0])
+        votes = [parse_count(v, MAX_VOTES) for v in row[2:]]
+        if image is None:
+            skip(line, f"image name {row[0]!r} is empty, absolute or has a '..' part")
+        elif None in votes:
+            skip(line, f"votes {row[2:]} are not whole numbers in 0..{MAX_VOTES}")
+        else:
+            parsed.append((image, votes))
     return parsed, malformed

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from keyfer.data.labels import BASIC_CLASSES, Sample, label_indices, one_hot
-from keyfer.data.split import BAD_LABEL, MALFORMED_ROW, MISSING_IMAGE, DatasetSplit, RowTally
+from keyfer.data.split import (
+    BAD_LABEL,
+    MALFORMED_ROW,
+    MISSING_IMAGE,
+    NOT_UTF8,
+    DatasetSplit,
+    RowTally,
+    is_utf8,
+    parse_count,
+)
 from keyfer.errors import KeyferError
 
 log = logging.getLogger(__name__)
@@ -31,8 +40,9 @@ LIST_FILE = Path("EmoLabel") / "list_patition_label.txt"
 def load_rafdb(root: str | Path, split: str) -> DatasetSplit:
     """Split ``train`` or ``test`` of RAF-DB basic; ``root`` holds ``EmoLabel/`` and ``Image/``.
 
-    Bad lines are skipped and counted: not two fields or a name of neither split (in both
-    splits), and in the split's own lines a label outside 1..7 or a missing image. The split's
+    Bad lines are skipped and counted: bytes that are not UTF-8, not two fields, or a name of
+    neither split (in both splits), and in the split's own lines a label outside 1..7, an image
+    name that is not a bare file name (it has a folder part), or a missing image. The split's
     classes are the seven basic expressions.
     """
     if split not in SPLITS:
@@ -51,20 +61,27 @@ def load_rafdb(root: str | Path, split: str) -> DatasetSplit:
         fields = text.split()
         if not fields:
             continue
+        if not is_utf8(text):
+            tally.skip(MALFORMED_ROW, line, NOT_UTF8)
+            continue
         if len(fields) != 2 or not fields[0].startswith(tuple(f"{s}_" for s in SPLITS)):
             tally.skip(MALFORMED_ROW, line, f"expected 'train_NNNNN.jpg LABEL', got {text!r}")
             continue
         name, label = fields
         if not name.startswith(f"{split}_"):
             continue
-        if not label.isdigit() or not 1 <= int(label) <= len(LABELS):
+        code = parse_count(label, len(LABELS))
+        if code is None or code < 1:
             tally.skip(BAD_LABEL, line, f"label {label!r} is not 1..{len(LABELS)}")
+            continue
+        if PurePath(name).name != name:
+            tally.skip(MALFORMED_ROW, line, f"image name {name!r} is not a bare file name")
             continue
         path = image_for(name)
         if not path.is_file():
             tally.skip(MISSING_IMAGE, line, f"no image {path}")
             continue
-        index = _CANONICAL[int(label) - 1]
+        index = _CANONICAL[code - 1]
         samples.append(Sample(path, index, one_hot(index), detect=detect))
     return tally.split(samples, list(BASIC_CLASSES))
 
@@ -81,7 +98,9 @@ def _image_layout(root: Path) -> tuple[Callable[[str], Path], bool]:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The lines of the list file; bytes that are not UTF-8 are kept as lone surrogates
+    (:func:`keyfer.data.split.is_utf8` finds them)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        return path.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()
+    except OSError as exc:
         raise KeyferError(f"cannot read the RAF-DB label list {path}: {exc}") from exc

@@ -5,7 +5,7 @@ The short-range model sees the whole image letterboxed into 128x128, so faces sm
 an eighth of the image's long side are missed. ``tiling=True`` adds overlapping square tiles of
 :data:`TILE_FRACTIONS` of the long side (by default one level, 1/3; at least 256 px), run in the
 same batch, and adds the faces only the tiles found (``scripts/tiling_study.py`` measured the
-levels on AFW).
+levels on AFW); a loose box that holds a better detection of the same face is then dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from keyfer.faces.anchors import INPUT_SIZE, short_range_anchors
 from keyfer.faces.blazeface import BlazeFace
-from keyfer.faces.nms import box_iou, weighted_nms
+from keyfer.faces.nms import box_iou, holds_better, weighted_nms
 
 NUM_KEYPOINTS = 6
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_tragion", "left_tragion")
@@ -189,7 +189,8 @@ class FaceDetector:
 
     def _merge(self, whole: tuple[torch.Tensor, ...], tiles: tuple[torch.Tensor, ...]):
         """One image's detections, each given as (boxes, keypoints, scores): the whole-image
-        view's, plus the faces that only the tiles found."""
+        view's, plus the faces that only the tiles found, less the loose boxes that hold a
+        better detection (:func:`holds_better`)."""
         whole = weighted_nms(*whole, self.iou_threshold)
         if len(tiles[0]):
             tiles = weighted_nms(*tiles, self.iou_threshold)
@@ -197,6 +198,9 @@ class FaceDetector:
             new = [bool((box_iou(whole[0], box) <= self.iou_threshold).all()) for box in tiles[0]]
             new = torch.tensor(new, dtype=torch.bool)
             whole = tuple(torch.cat([w, t[new]]) for w, t in zip(whole, tiles, strict=True))
+            # A loose box around a face that another view found better is that face again.
+            kept = ~holds_better(whole[0], whole[2])
+            whole = tuple(t[kept] for t in whole)
         return Detections(*(t.cpu() for t in whole))
 
     @staticmethod

@@ -1,20 +1,42 @@
-"""MediaPipe's weighted non-maximum suppression (``NonMaxSuppressionCalculator``, WEIGHTED)."""
+"""MediaPipe's weighted non-maximum suppression (``NonMaxSuppressionCalculator``, WEIGHTED), and
+the suppression of loose boxes around a face that another detection found better."""
 
 from __future__ import annotations
 
 import torch
 
+HELD_FRACTION = 0.8
+"""A box holds another when at least this fraction of the other's area lies inside it."""
+
+
+def intersection_areas(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """(N, M) areas of the intersections of (N, 4) boxes with (M, 4) others, as (x0, y0, x1, y1)."""
+    low = torch.maximum(boxes[:, None, :2], others[None, :, :2])
+    high = torch.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    return (high - low).clamp(min=0).prod(dim=-1)
+
+
+def box_areas(boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) areas of (N, 4) boxes as (x0, y0, x1, y1)."""
+    return (boxes[:, 2:] - boxes[:, :2]).prod(dim=-1)
+
 
 def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """IoU of (N, 4) boxes against one (4,) box, all as (x0, y0, x1, y1)."""
-    x0 = torch.maximum(boxes[:, 0], box[0])
-    y0 = torch.maximum(boxes[:, 1], box[1])
-    x1 = torch.minimum(boxes[:, 2], box[2])
-    y1 = torch.minimum(boxes[:, 3], box[3])
-    inter = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    inter = intersection_areas(boxes, box[None])[:, 0]
+    union = box_areas(boxes) + box_areas(box[None]) - inter
     return inter / union.clamp(min=1e-12)
+
+
+def holds_better(
+    boxes: torch.Tensor, scores: torch.Tensor, held_fraction: float = HELD_FRACTION
+) -> torch.Tensor:
+    """(N,) bool: the detections, (N, 4) boxes with (N,) scores, whose box holds (see
+    :data:`HELD_FRACTION`) the box of a detection with a higher score: the same face, found
+    better, inside a loose box that IoU alone cannot match to it."""
+    held = intersection_areas(boxes, boxes) >= held_fraction * box_areas(boxes)[None, :]
+    better = scores[None, :] > scores[:, None]  # [i, j]: detection j scores higher than i
+    return (held & better).any(dim=1)
 
 
 def weighted_nms(

@@ -1,4 +1,4 @@
-"""JSON records of keyfer's outputs (schema version 1) and the writers that stream them.
+"""JSON records of keyfer's outputs (schema version 2) and the writers that stream them.
 
 An image record is ``{"path", "width", "height", "faces": [...], "error"}``; each face is
 ``{"box", "score", "presence", "keypoints6", "landmarks68", "mesh"}``. Coordinates are original
@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import io
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +22,9 @@ import numpy as np
 import torch
 
 from keyfer.faces.pipeline import Faces
+from keyfer.io.outputs import STDOUT
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CSV_COLUMNS = (
     "path",
     "frame",
@@ -34,7 +37,14 @@ CSV_COLUMNS = (
     "y1",
     "score",
     "label",
+    "reliable",
+    "yaw",
+    "pitch",
+    "roll",
+    "error",
 )
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _COORD_DECIMALS = 2
 _SCORE_DECIMALS = 4
 
@@ -99,11 +109,51 @@ def _summary(faces: list[dict[str, Any]]) -> str:
     return ", ".join(f"{e['label']} {e['probabilities'][e['label']]:.2f}" for e in expressions)
 
 
+def _csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: a text cell that would run as a formula (it starts with
+    =, +, -, @, a tab or a carriage return and is not a number) gets a leading single quote, as
+    OWASP advises; numbers, including negative ones, are left as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_TRIGGERS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def _csv_flag(value: bool | None) -> str:
+    """A JSON boolean as a CSV cell: true, false, or empty when absent."""
+    return "" if value is None else json.dumps(value)
+
+
+def _csv_rows(record: dict[str, Any], classes: list[str]) -> list[list[Any]]:
+    """The ``--csv`` rows of one image (or frame) record: one per face, in :data:`CSV_COLUMNS`
+    order then ``p_<class>`` per class, text cells escaped by :func:`_csv_cell`. An image with an
+    error or without faces still gets one row, its face fields empty (and ``error`` set)."""
+    image = [record["path"], record.get("frame", ""), record.get("time_s", "")]
+    rows = []
+    for index, face in enumerate(record["faces"]):
+        expression = face.get("expression") or {"label": "", "probabilities": {}}
+        pose = face.get("pose") or {}
+        rows.append([
+            *image, index, face.get("track_id", ""), *face["box"], face["score"],
+            expression["label"], _csv_flag(face.get("reliable")),
+            *(pose.get(angle, "") for angle in ("yaw", "pitch", "roll")), "",
+            *(expression["probabilities"].get(c, "") for c in classes),
+        ])  # fmt: skip
+    if not rows:
+        face_columns = len(CSV_COLUMNS) - len(image) - 1  # face .. roll
+        rows.append([*image, *[""] * face_columns, record["error"] or "", *[""] * len(classes)])
+    return [[_csv_cell(cell) for cell in row] for row in rows]
+
+
 class RecordWriter:
     """Writes records to ``--json`` (one document, written at close), ``--jsonl`` (one line per
-    record, flushed as it comes) and/or ``--csv`` (one row per face: :data:`CSV_COLUMNS`, then
-    ``p_<class>`` per class); ``echo`` prints a one-line summary per readable
-    image to stdout (errors are logged). Use as a context manager."""
+    record, flushed as it comes) and/or ``--csv`` (:func:`_csv_rows`: one row per face, or one
+    per image without faces); ``echo`` prints a one-line summary per readable
+    image to stdout (errors are logged). Each file is opened (truncated) here, and ``-`` means
+    standard output. Use as a context manager."""
 
     def __init__(
         self,
@@ -115,41 +165,47 @@ class RecordWriter:
         classes: list[str] = (),
     ) -> None:
         self.json_path = json_path
-        self.echo = echo
+        self.header = {"schema_version": SCHEMA_VERSION, **header}
+        self.records: list[dict[str, Any]] = []
+        self._streams = contextlib.ExitStack()
+        self._echo = self._open(STDOUT) if echo else None
+        self._json = None if json_path is None else self._open(json_path)
+        self._jsonl = None if jsonl_path is None else self._open(jsonl_path)
         self._csv: IO[str] | None = None
         if csv_path is not None:
-            csv_path.parent.mkdir(parents=True, exist_ok=True)
-            self._csv = csv_path.open("w", encoding="utf-8", newline="")
+            self._csv = self._open(csv_path, newline="")
             self._csv_writer = csv.writer(self._csv)
             self._csv_writer.writerow([*CSV_COLUMNS, *(f"p_{c}" for c in classes)])
             self._classes = list(classes)
-        self.header = {"schema_version": SCHEMA_VERSION, **header}
-        self.records: list[dict[str, Any]] = []
-        self._jsonl: IO[str] | None = None
-        if jsonl_path is not None:
-            jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-            self._jsonl = jsonl_path.open("w", encoding="utf-8")
+
+    def _open(self, path: Path, newline: str | None = None) -> IO[str]:
+        """A UTF-8 text stream to ``path`` (its folders made), or to standard output for
+        :data:`~keyfer.io.outputs.STDOUT` (left open at close). Characters UTF-8 cannot hold,
+        the surrogate escapes of file names that are not UTF-8, are written as ``\\udcXX``."""
+        if path == STDOUT:
+            stream = io.TextIOWrapper(
+                sys.stdout.buffer, "utf-8", "backslashreplace", newline, write_through=True
+            )
+            self._streams.callback(stream.detach)
+            return stream
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return self._streams.enter_context(
+            path.open("w", encoding="utf-8", errors="backslashreplace", newline=newline)
+        )
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.echo and record["error"] is None:
-            print(f"{record['path']}: {_summary(record['faces'])}", flush=True)
+        if self._echo is not None and record["error"] is None:
+            print(f"{record['path']}: {_summary(record['faces'])}", file=self._echo, flush=True)
         if self.json_path is not None:
             self.records.append(record)
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
         if self._csv is not None:
-            for index, face in enumerate(record["faces"]):
-                expression = face.get("expression") or {"label": "", "probabilities": {}}
-                probabilities = [expression["probabilities"].get(c, "") for c in self._classes]
-                self._csv_writer.writerow([
-                    record["path"], record.get("frame", ""), record.get("time_s", ""), index,
-                    face.get("track_id", ""), *face["box"], face["score"], expression["label"],
-                    *probabilities,
-                ])  # fmt: skip
+            self._csv_writer.writerows(_csv_rows(record, self._classes))
             self._csv.flush()
 
     def __exit__(
@@ -158,10 +214,6 @@ class RecordWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for stream in (self._jsonl, self._csv):
-            if stream is not None:
-                stream.close()
-        if self.json_path is not None:
-            self.json_path.parent.mkdir(parents=True, exist_ok=True)
-            document = {**self.header, "records": self.records}
-            self.json_path.write_text(json.dumps(document) + "\n", encoding="utf-8")
+        with self._streams:
+            if self._json is not None:
+                self._json.write(json.dumps({**self.header, "records": self.records}) + "\n")

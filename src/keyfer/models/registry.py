@@ -47,6 +47,12 @@ class ModelRecord:
     def weights_path(self) -> Path:
         return MODELS_DIR / self.weights
 
+    @property
+    def digest(self) -> str:
+        """A sha256 hex of what defines the model's network: its weights' sha256 and config."""
+        defining = json.dumps([self.sha256, self.config], sort_keys=True)
+        return hashlib.sha256(defining.encode()).hexdigest()
+
 
 @cache
 def _records() -> dict[str, ModelRecord]:

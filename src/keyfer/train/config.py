@@ -1,10 +1,18 @@
-"""Training configuration, read from YAML into dataclasses and saved inside every checkpoint."""
+"""Training configuration, read from YAML into dataclasses and saved inside every checkpoint.
+
+Every value is checked against its field's type annotation (:func:`checked_fields`), so a wrong
+type is one error line naming the key, the value and the type expected.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import contextlib
+import math
+import reprlib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -83,6 +91,7 @@ class TrainConfig:
                 f"bad train config: unknown augmentation keys {sorted(unknown)}; "
                 f"choose from {sorted(known)} (flip is train.mirror)"
             )
+        self.augmentation = checked_fields(AugmentConfig, self.augmentation, "train.augmentation.")
         if self.appearance_lr <= 0 or self.appearance_freeze_epochs < 0:
             raise KeyferError(
                 "bad train config: appearance_lr must be positive and "
@@ -113,33 +122,127 @@ class Experiment:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Experiment:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise KeyferError(f"bad config: unknown keys {sorted(unknown)}")
-        try:
-            return cls(
-                **{k: v for k, v in data.items() if k not in ("model", "train")},
-                model=ModelConfig(**data.get("model", {})),
-                train=TrainConfig(**data.get("train", {})),
-            )
-        except TypeError as error:
-            raise KeyferError(f"bad config: {error}") from error
+    def from_dict(cls, data: Any) -> Experiment:
+        """The experiment of a config mapping (a YAML file's or a checkpoint's), with its
+        ``model`` and ``train`` sections; every value is checked (:func:`checked_fields`)."""
+        return cls(**checked_fields(cls, data, ""))
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
-    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    """Read a UTF-8 YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as error:
         raise KeyferError(f"cannot read config {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise KeyferError(f"cannot read config {path}: {_yaml_problem(error)}") from error
     for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep:
-            raise KeyferError(f"bad --set {override!r}; use key=value, e.g. train.epochs=5")
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        _apply_override(data, override)
     return Experiment.from_dict(data)
+
+
+def _apply_override(data: Any, override: str) -> None:
+    """Set the value of a ``--set`` ``key.sub=value`` (the value parsed as YAML) in ``data``,
+    creating missing sections."""
+    key, sep, text = override.partition("=")
+    if not sep:
+        raise KeyferError(f"bad --set {override!r}; use key=value, e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = _yaml_problem(error)
+        raise KeyferError(f"bad --set {override!r}: the value is not YAML: {problem}") from error
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        section = ".".join(parents) or "the config"
+        raise KeyferError(f"bad --set {override!r}: {section} is not a section of keys")
+    node[leaf] = value
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: what is wrong and, when known, on which line."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} on line {mark.line + 1}" if mark is not None else problem
+
+
+def checked_fields(cls: type, data: Any, prefix: str) -> dict[str, Any]:
+    """``data``, the config section of dataclass ``cls``, with each value checked against its
+    field's type annotation and converted as :func:`_checked` does. ``prefix`` (``""``,
+    ``"train."``) names the section in the one-line :class:`KeyferError` raised for a section
+    that is not a mapping, an unknown key or a value of the wrong type."""
+    if not isinstance(data, dict):
+        section = prefix.rstrip(".") or "the config"
+        raise KeyferError(
+            f"bad config: {section} must be a mapping of keys, not {reprlib.repr(data)}"
+        )
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(f"{prefix}{key}" for key in data if key not in names)
+    if unknown:
+        raise KeyferError(f"bad config: unknown keys {unknown}")
+    hints = get_type_hints(cls)
+    return {key: _checked(f"{prefix}{key}", value, hints[key]) for key, value in data.items()}
+
+
+def _checked(key: str, value: Any, expected: Any) -> Any:
+    """``value`` as a value of type annotation ``expected``, converted only where nothing is
+    lost: an int to a float, a float without a fraction to an int, a list to a tuple, a mapping
+    to a dataclass (checked in turn), text YAML 1.1 leaves unparsed (``1e-4``) to a float.
+    A bool is never a number, floats must be finite, and ``Any`` takes anything."""
+    origin, args = get_origin(expected), get_args(expected)
+    if expected is Any:
+        return value
+    if origin in (Union, UnionType):
+        for option in args:
+            with contextlib.suppress(KeyferError):
+                return _checked(key, value, option)
+    elif is_dataclass(expected):
+        return expected(**checked_fields(expected, value, f"{key}."))
+    elif origin is list and isinstance(value, list):
+        return [_checked(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    elif origin is tuple and isinstance(value, list | tuple) and len(value) == len(args):
+        items = enumerate(zip(value, args, strict=True))
+        return tuple(_checked(f"{key}[{i}]", item, arg) for i, (item, arg) in items)
+    elif origin is dict and isinstance(value, dict):
+        return {
+            _checked(key, name, args[0]): _checked(f"{key}.{name}", item, args[1])
+            for name, item in value.items()
+        }
+    elif expected is float:
+        number = _finite_float(value)
+        if number is not None:
+            return number
+    elif expected is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif origin is None and isinstance(value, expected):  # str, bool, None
+        return value
+    raise KeyferError(
+        f"bad config: {key} = {reprlib.repr(value)} ({type(value).__name__}); "
+        f"expected {_type_name(expected)}"
+    )
+
+
+def _finite_float(value: Any) -> float | None:
+    """An int, a float or a number's text as a finite float; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``str | None``, ``list[int]``: a type annotation as it is written."""
+    if annotation is float:
+        return "a finite float"
+    if isinstance(annotation, type) and not get_args(annotation):
+        return "None" if annotation is NoneType else annotation.__name__
+    return str(annotation).replace("NoneType", "None").replace("typing.", "")
