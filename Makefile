@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT := out
+LINTED := $(wildcard src tests tools studies scripts benchmarks examples)
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,20 +21,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[test,dev,onnx]"
+	$(BIN)/pip install --quiet -e ".[test,dev,onnx,pandas]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/keyfer predict examples/astronaut.png --json $(OUT)/astronaut.json --annotate $(OUT)/annotated --explain
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m keyfer.faces.convert --fetch-only
-	$(BIN)/python -m keyfer.faces.convert_dlib --fetch-only
+	$(BIN)/python -m tools.convert_mediapipe --fetch-only
+	$(BIN)/python -m tools.convert_dlib --fetch-only
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# mypy on src/ (its settings, and the modules not checked yet, are in pyproject.toml).
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(OUT) .cache
+	rm -rf $(VENV) $(OUT) .cache .mypy_cache

@@ -8,7 +8,7 @@ to 32, and the faster is reported. Torch is measured again after raising glibc's
 thresholds (``--no-mallopt`` skips that). The end-to-end FacePipeline time on
 ``examples/astronaut.png`` is reported with tiling on and off.
 
-    python benchmarks/bench_faces.py --threads 2 1 --out docs/results/bench_faces.json
+    python -m benchmarks.bench_faces --threads 2 1 --out docs/results/bench_faces.json
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import torch
 from ai_edge_litert.interpreter import Interpreter
 
 from keyfer.faces.blazeface import BlazeFace
-from keyfer.faces.convert import tflite_bytes
 from keyfer.faces.facemesh import FaceMesh
 from keyfer.faces.pipeline import FacePipeline
 from keyfer.io.images import read_image
+from tools.convert_mediapipe import tflite_bytes
 
 log = logging.getLogger("bench_faces")
 
@@ -389,7 +389,7 @@ def main() -> None:
                 results += rows
             pipeline += bench_pipeline(threads, *timing, allocator)
     report = {
-        "command": shlex.join(["python", *sys.argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.bench_faces", *sys.argv[1:]]),
         "machine": machine(),
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "seconds_per_config": args.seconds,

@@ -10,7 +10,7 @@ adds them one at a time, and measures crops/s at batch 32:
 3. ``widen``: the widening shortcut as a 1x1 conv, fused with the add (``blocks._widen``).
 4. ``gather``: Keypoint Features as row gathers instead of GridSample (keyfer's export).
 
-    python benchmarks/onnx_export_forms.py --out docs/results/onnx_export_forms.json
+    python -m benchmarks.onnx_export_forms --out docs/results/onnx_export_forms.json
 """
 
 from __future__ import annotations

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from keyfer.data.roots import DATA_ENV, data_root
 from keyfer.faces.pipeline import FacePipeline
 from keyfer.io.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "astronaut.png"
 MEDIAPIPE_CACHE = ROOT / ".cache" / "mediapipe"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def real_data(name: str) -> Path:
+    """Folder ``name`` (``afw``, ``ferplus``) of the real datasets, under ``$KEYFER_DATA``."""
+    return data_root(name)
+
+
+def needs_real_data(name: str) -> pytest.MarkDecorator:
+    """Skips a test unless the real dataset folder ``name`` is under ``$KEYFER_DATA``."""
+    present = bool(os.environ.get(DATA_ENV)) and real_data(name).is_dir()
+    reason = f"needs the real {name} data: set {DATA_ENV} to the folder holding {name}/"
+    return pytest.mark.skipif(not present, reason=reason)
+
 
 _HAVE_REFERENCE = importlib.util.find_spec("ai_edge_litert") is not None and any(
     MEDIAPIPE_CACHE.glob("mediapipe-0.10.21-*.whl")

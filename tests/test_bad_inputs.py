@@ -43,7 +43,7 @@ from PIL import Image, ImageFile
 
 import keyfer
 from keyfer import export, runner
-from keyfer.api import ExpressionRecognizer, Face
+from keyfer.api import ExpressionRecognizer
 from keyfer.cli import main
 from keyfer.data.affectnet import load_affectnet
 from keyfer.data.fer2013 import load_fer2013
@@ -52,22 +52,22 @@ from keyfer.data.labels import CLASSES
 from keyfer.data.rafdb import load_rafdb
 from keyfer.device import resolve_device
 from keyfer.errors import ImageReadError, KeyferError
-from keyfer.evaluate import load_model
 from keyfer.faces.detector import FaceDetector
 from keyfer.faces.nms import holds_better, intersection_areas
-from keyfer.faces.pipeline import FacePipeline, Faces
+from keyfer.faces.pipeline import FacePipeline
 from keyfer.io.annotate import draw_faces
 from keyfer.io.images import decoded_nbytes, read_image, to_rgb_array
 from keyfer.io.records import RecordWriter, image_record
 from keyfer.io.video import VideoSource
-from keyfer.models.registry import get_record
+from keyfer.models.registry import create_model, get_record
 from keyfer.predict import PredictJob, draw_importance
+from keyfer.results import Face
 from keyfer.runner import _decoded_ahead, run_images
 from keyfer.train.cached import build_head
 from keyfer.train.checkpoint import save_checkpoint
-from keyfer.train.config import Experiment, load_experiment
+from keyfer.train.config import Experiment, load_experiment, shipped_configs
 from tests import dataset_fixtures
-from tests.conftest import EXAMPLE, ROOT, SHARED_DATA
+from tests.conftest import EXAMPLE, ROOT, needs_real_data, real_data
 
 # --- Shared: a cheap model, and videos written under any name ----------------------------------
 
@@ -546,22 +546,12 @@ def test_csv_has_reliable_pose_and_error_columns_and_a_row_for_every_input(tmp_p
         assert row["face"] == row["x0"] == row["label"] == row["p_happiness"] == ""
 
 
-def _faces(boxes: list[list[float]]) -> Faces:
-    """Synthetic faces with the given (N, 4) boxes, their points all at the box centres."""
-    box_tensor = torch.tensor(boxes, dtype=torch.float32)
-    count = len(box_tensor)
-    centres = (box_tensor[:, None, :2] + box_tensor[:, None, 2:]) / 2
-    return Faces(
-        boxes=box_tensor,
-        scores=torch.ones(count),
-        keypoints6=centres.repeat(1, 6, 1),
-        presence=torch.ones(count),
-        mesh=torch.cat([centres.repeat(1, 468, 1), torch.zeros(count, 468, 1)], dim=-1),
-        landmarks68=centres.repeat(1, 68, 1),
-        crop_to_image=torch.zeros(count, 2, 3),
-        crops=torch.zeros(count, 3, 8, 8),
-        taps={},
-    )
+def _geometry(boxes: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic (N, 4) boxes, (N, 68, 2) landmarks and (N, 6, 2) keypoints, the points all at
+    the box centres."""
+    box_array = np.array(boxes, np.float32).reshape(-1, 4)
+    centres = (box_array[:, None, :2] + box_array[:, None, 2:]) / 2
+    return box_array, centres.repeat(68, axis=1), centres.repeat(6, axis=1)
 
 
 def _mask(image: np.ndarray, colour, tolerance: int = 8) -> np.ndarray:
@@ -591,7 +581,7 @@ def _text_width(text: str) -> int:
 )
 def test_label_of_a_face_at_the_edge_is_inside_the_image_on_a_background(box):
     """The label's filled background is as wide as its text and lies inside the image."""
-    canvas = draw_faces(np.zeros((120, 200, 3), np.uint8), _faces([box]), [LABEL])
+    canvas = draw_faces(np.zeros((120, 200, 3), np.uint8), *_geometry([box]), labels=[LABEL])
     (label,) = _filled_rects(canvas, GREEN)
     assert label[2] - label[0] >= _text_width(LABEL)
     assert 0 <= label[0] and label[2] <= 200 and 0 <= label[1] and label[3] <= 120
@@ -602,8 +592,10 @@ def test_label_of_a_face_at_the_edge_is_inside_the_image_on_a_background(box):
 
 def test_labels_of_neighbouring_faces_do_not_overlap():
     """Faces side by side and above, labels wider than the faces: no label covers another."""
-    faces = _faces([[20, 50, 60, 100], [70, 50, 110, 100], [40, 0, 80, 30]])
-    canvas = draw_faces(np.zeros((160, 200, 3), np.uint8), faces, [LABEL] * 3, [True, False, True])
+    faces = _geometry([[20, 50, 60, 100], [70, 50, 110, 100], [40, 0, 80, 30]])
+    canvas = draw_faces(
+        np.zeros((160, 200, 3), np.uint8), *faces, labels=[LABEL] * 3, reliable=[True, False, True]
+    )
     green, amber = _filled_rects(canvas, GREEN), _filled_rects(canvas, AMBER)
     assert len(green) == 2 and len(amber) == 1
     labels = green + amber
@@ -613,15 +605,22 @@ def test_labels_of_neighbouring_faces_do_not_overlap():
             assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
 
 
-def _result(reliable: bool, importance: list[float] | None = None) -> Face:
-    return Face({}, "happiness", {"happiness": 0.9}, importance, {}, reliable)
+def _result(box: list[float], reliable: bool, importance: np.ndarray | None = None) -> Face:
+    """A synthetic happy face in ``box``, its points all at the box's centre."""
+    (box_array,), (landmarks,), (keypoints,) = _geometry([box])
+    mesh = np.concatenate([landmarks[:1].repeat(468, axis=0), np.zeros((468, 1))], axis=1)
+    pose = {"yaw": 0.0, "pitch": 0.0, "roll": 0.0}
+    return Face(
+        box_array, 1.0, 1.0, keypoints, landmarks, mesh, "happiness", {"happiness": 0.9},
+        importance, pose, reliable,
+    )  # fmt: skip
 
 
 def test_unreliable_faces_are_drawn_in_another_colour():
     """``PredictJob.draw`` marks a face with "reliable": false: amber, not green."""
     job = PredictJob(recognizer=None, writer=None)
-    faces = _faces([[20, 20, 80, 90], [220, 20, 280, 90]])
-    canvas = job.draw(np.zeros((120, 320, 3), np.uint8), faces, [_result(True), _result(False)])
+    faces = [_result([20, 20, 80, 90], True), _result([220, 20, 280, 90], False)]
+    canvas = job.draw(np.zeros((120, 320, 3), np.uint8), faces)
     green, amber = _mask(canvas, GREEN), _mask(canvas, AMBER)
     assert green[:, :160].sum() > 100 and not green[:, 160:].any()
     assert amber[:, 160:].sum() > 100 and not amber[:, :160].any()
@@ -653,14 +652,12 @@ def test_explain_annotation_has_a_colour_bar_legend(face_55px):
     """``--explain`` drawings get a blue-to-red legend away from the face."""
     image, points, box = face_55px
     image = np.full_like(image, 128)  # no colours of its own
-    mesh = torch.zeros(1, 468, 3)
-    mesh[0, :68, :2] = torch.from_numpy(points)
-    faces = replace(_faces([box.tolist()]), mesh=mesh)
-    recognizer = SimpleNamespace(
-        loaded=SimpleNamespace(model=SimpleNamespace(keypoint_index=torch.arange(68)))
-    )
+    mesh = np.zeros((468, 3), np.float32)
+    mesh[:68, :2] = points
+    face = replace(_result(box.tolist(), True, np.linspace(0, 1, 68)), mesh=mesh)
+    recognizer = SimpleNamespace(model=SimpleNamespace(keypoint_index=torch.arange(68)))
     job = PredictJob(recognizer=recognizer, writer=None, explain=True)
-    canvas = job.draw(image, faces, [_result(True, np.linspace(0, 1, 68).tolist())])
+    canvas = job.draw(image, [face])
     away = np.ones(canvas.shape[:2], bool)
     x0, y0, x1, y1 = box.round().astype(int)
     away[max(0, y0 - 40) : y1 + 40, max(0, x0 - 40) : x1 + 40] = False
@@ -674,7 +671,6 @@ def test_explain_annotation_has_a_colour_bar_legend(face_55px):
 # (the ONNX export cache), a broken export cache, a folder named like a shipped model, and damaged
 # checkpoints.
 
-CPU = torch.device("cpu")
 needs_onnx = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime") is None
     or importlib.util.find_spec("onnxscript") is None,
@@ -691,9 +687,9 @@ def face_probabilities(recognizer: ExpressionRecognizer, image: np.ndarray) -> n
 def test_checkpoint_retrained_in_place_gets_a_new_export_key(tmp_path):
     """A checkpoint overwritten with new weights must not reuse the old weights' ONNX export."""
     path = write_random_head(tmp_path / "checkpoint.pt", seed=0)
-    before = load_model(str(path), CPU)
+    before = create_model(path).info
     write_random_head(path, seed=1)
-    after = load_model(str(path), CPU)
+    after = create_model(path).info
     assert before.digest and after.digest and before.digest != after.digest
     keys = {export.crop_network_cache_path(m.name, m.digest) for m in (before, after)}
     assert len(keys) == 2
@@ -706,9 +702,9 @@ def test_same_relative_checkpoint_path_in_two_folders_gets_two_keys(tmp_path, mo
         (tmp_path / folder).mkdir()
         write_random_head(tmp_path / folder / "checkpoint.pt", seed)
         monkeypatch.chdir(tmp_path / folder)
-        loaded = load_model("checkpoint.pt", CPU)
-        assert loaded.name == "checkpoint.pt"
-        digests.append(loaded.digest)
+        info = create_model("checkpoint.pt").info
+        assert info.name == "checkpoint.pt"
+        digests.append(info.digest)
     assert all(digests) and digests[0] != digests[1]
 
 
@@ -793,13 +789,13 @@ def test_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypa
     model (with a warning), and ``./keyfer-ferplus-fast`` is the folder, a clear error."""
     monkeypatch.chdir(tmp_path)
     Path("keyfer-ferplus-fast").mkdir()
-    with caplog.at_level(logging.WARNING, logger="keyfer.evaluate"):
-        loaded = load_model("keyfer-ferplus-fast", CPU)
-    assert loaded.name == "keyfer-ferplus-fast"
-    assert loaded.digest == get_record("keyfer-ferplus-fast").digest
+    with caplog.at_level(logging.WARNING, logger="keyfer.models.registry"):
+        info = create_model("keyfer-ferplus-fast").info
+    assert info.name == "keyfer-ferplus-fast"
+    assert info.digest == get_record("keyfer-ferplus-fast").digest
     assert "./keyfer-ferplus-fast" in caplog.text
     with pytest.raises(KeyferError, match="is a folder"):
-        load_model("./keyfer-ferplus-fast", CPU)
+        create_model("./keyfer-ferplus-fast")
 
 
 def _without(key: str):
@@ -808,20 +804,21 @@ def _without(key: str):
 
 
 def _fewer_classes(state: dict) -> dict:
-    """A damage: a config of 7 classes beside the head's 8."""
-    config = state["config"]
-    return {**state, "config": {**config, "model": {**config["model"], "num_classes": 7}}}
+    """A damage: a model of 7 classes beside the head's 8."""
+    model = state["model"]
+    config = {**model["config"], "num_classes": 7}
+    return {**state, "model": {**model, "config": config, "classes": model["classes"][:7]}}
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (_without("config"), "has no config"),
+        (_without("model"), "has no model"),
         (_without("head"), "has no head"),
         (_fewer_classes, "head weights .* do not fit its model config: size mismatch"),
         (lambda state: {**state, "appearance": {}}, "has appearance weights"),
     ],
-    ids=["no-config", "no-head", "wrong-head-shape", "appearance-without-branch"],
+    ids=["no-model", "no-head", "wrong-head-shape", "appearance-without-branch"],
 )
 def test_damaged_checkpoint_is_one_error_line(tmp_path, damage, message):
     """A tagged checkpoint without its config or head, or whose weights do not fit its config:
@@ -841,7 +838,7 @@ def test_truncated_checkpoint_says_so(tmp_path):
     path = write_random_head(tmp_path / "checkpoint.pt", 0)
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(KeyferError, match=f"{re.escape(str(path))}.*truncated"):
-        load_model(str(path), CPU)
+        create_model(path)
 
 
 # --- 5. Video: names, damaged streams, no frames, frame rate, tiling ------------------------------
@@ -1016,10 +1013,8 @@ def test_video_tiling_default_is_the_same_in_the_cli_and_the_api(
 # out-of-memory message), loose duplicate boxes from tiling, and one face set for ``keyfer predict``
 # and ``keyfer landmarks``.
 
-AFW = SHARED_DATA / "afw"
-needs_afw = pytest.mark.skipif(
-    not AFW.is_dir(), reason=f"the AFW photos are not here ({AFW}); they are optional"
-)
+AFW = real_data("afw")
+needs_afw = needs_real_data("afw")
 
 
 # Huge images: bytes in flight, and MemoryError.
@@ -1158,7 +1153,7 @@ def test_a_group_photo_gets_one_record_per_face(pipeline):
 @pytest.fixture(scope="module")
 def gray3_recognizer():
     recognizer = ExpressionRecognizer("keyfer-ferplus-fast", device="cpu")
-    assert recognizer.loaded.color_mode == "gray3"
+    assert recognizer.model.info.color_mode == "gray3"
     return recognizer
 
 
@@ -1173,7 +1168,7 @@ def test_predict_faces_are_those_of_landmarks_for_a_gray_model(gray3_recognizer,
     colour crop, not its own pass on the gray crop."""
     faces, described = gray3_recognizer.analyze(astronaut)
     _assert_same_faces(faces, FacePipeline(device="cpu").batch([astronaut])[0])
-    assert [face.record["presence"] for face in described] == [
+    assert [face.to_record()["presence"] for face in described] == [
         round(float(p), 4) for p in faces.presence
     ]
 
@@ -1320,9 +1315,9 @@ def test_affectnet_latin1_row_and_paths_outside_the_images_are_skipped(tmp_path:
 # Configs.
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("config", sorted(shipped_configs().values()), ids=lambda p: p.stem)
 def test_shipped_configs_pass_the_type_checks(config: Path) -> None:
-    """Every recipe in configs/ still loads with its values' types checked."""
+    """Every shipped recipe still loads with its values' types checked."""
     experiment = load_experiment(config)
     assert isinstance(experiment.train.epochs, int) and isinstance(experiment.train.lr, float)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
+from keyfer.bench import bench_peer
 from keyfer.cli import main
 
 
@@ -30,3 +33,14 @@ def test_bench_with_a_broken_peer_is_one_line(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "peer benchmark failed" in result.output
+
+
+def test_the_peer_runner_is_a_file_handed_to_the_peers_interpreter(tmp_path):
+    """keyfer.peer_fer is no module: bench_peer runs the resource file with the given Python."""
+    assert importlib.util.find_spec("keyfer.peer_fer") is None
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\nprintf \'{"script": "%s", "repeats": "%s"}\\n\' "$1" "$3"\n')
+    python.chmod(0o755)
+    reply = bench_peer(str(python), [Path("a.jpg")], 4)
+    assert reply["repeats"] == "4"
+    assert "detect_emotions" in Path(reply["script"]).read_text()

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from keyfer.faces import convert
 from keyfer.faces.blazeface import BlazeFace
 from keyfer.faces.facemesh import TAP_STRIDES, FaceMesh
 from keyfer.faces.weights import expected_sha256, weight_path
 from tests.conftest import MEDIAPIPE_CACHE, needs_tflite
+from tools import convert_mediapipe
 
 
 @pytest.fixture(scope="module")
 def litert():
-    from keyfer.faces.reference import LiteRTBlazeFace, LiteRTFaceMesh
+    from tools.litert_reference import LiteRTBlazeFace, LiteRTFaceMesh
 
     return LiteRTBlazeFace(cache_dir=MEDIAPIPE_CACHE), LiteRTFaceMesh(cache_dir=MEDIAPIPE_CACHE)
 
@@ -44,9 +44,9 @@ def test_blazeface_matches_tflite(litert):
 
 
 @needs_tflite
-@pytest.mark.parametrize("name", sorted(convert.MODELS))
+@pytest.mark.parametrize("name", sorted(convert_mediapipe.MODELS))
 def test_conversion_reproduces_shipped_weights_byte_for_byte(name):
-    data = convert.serialize(name, convert.tflite_bytes(name, MEDIAPIPE_CACHE))
+    data = convert_mediapipe.serialize(name, convert_mediapipe.tflite_bytes(name, MEDIAPIPE_CACHE))
     assert data == weight_path(name).read_bytes()
 
 
@@ -58,6 +58,7 @@ def test_shipped_weights_match_sha256sums():
 
 def test_layout_conversion_of_kernels():
     ohwi = np.arange(2 * 3 * 3 * 4).reshape(2, 3, 3, 4)
-    assert convert._to_torch_layout(ohwi, "conv", "Kernel")[1, 3, 0, 2] == ohwi[1, 0, 2, 3]
+    to_torch = convert_mediapipe._to_torch_layout
+    assert to_torch(ohwi, "conv", "Kernel")[1, 3, 0, 2] == ohwi[1, 0, 2, 3]
     depthwise = np.arange(3 * 3 * 5).reshape(1, 3, 3, 5)
-    assert convert._to_torch_layout(depthwise, "dw", "Kernel")[4, 0, 2, 1] == depthwise[0, 2, 1, 4]
+    assert to_torch(depthwise, "dw", "Kernel")[4, 0, 2, 1] == depthwise[0, 2, 1, 4]

@@ -17,11 +17,11 @@ from keyfer.data.ferplus import (
 )
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import CLASSES, canonical_class
-from keyfer.data.precrop import precrop_to_facemesh, precrop_transform, to_gray3
 from keyfer.errors import KeyferError
+from keyfer.preprocessing import precrop_to_facemesh, precrop_transform, to_gray3
+from tests.conftest import needs_real_data, real_data
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "ferplus_fixture"
-SHARED_FERPLUS = Path(__file__).resolve().parents[2] / "shared/data/ferplus"
 UNKNOWN, NF = 8, 9
 
 
@@ -134,9 +134,7 @@ def test_read_label_csv_counts_malformed_rows(tmp_path: Path, caplog) -> None:
     assert "1 malformed rows skipped" in caplog.text
 
 
-@pytest.mark.skipif(
-    not SHARED_FERPLUS.is_dir(), reason=f"the real FERPlus data is not at {SHARED_FERPLUS}"
-)
+@needs_real_data("ferplus")
 @pytest.mark.parametrize(
     ("split", "kept", "per_class"),
     [
@@ -145,7 +143,7 @@ def test_read_label_csv_counts_malformed_rows(tmp_path: Path, caplog) -> None:
     ],
 )
 def test_ferplus_real_majority_counts(split: str, kept: int, per_class: list[int]) -> None:
-    data = load_ferplus(SHARED_FERPLUS, split)
+    data = load_ferplus(real_data("ferplus"), split)
     assert len(data.samples) == kept and not data.missing
     counts = np.bincount([s.label for s in data.samples], minlength=len(CLASSES))
     assert counts.tolist() == per_class

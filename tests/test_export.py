@@ -54,6 +54,6 @@ def test_onnx_backend_agrees_with_torch(exported):
     assert onnx_face.label == torch_face.label
     for name, p in torch_face.probabilities.items():
         assert onnx_face.probabilities[name] == pytest.approx(p, abs=2e-3)
-    assert onnx_face.record["box"] == pytest.approx(torch_face.record["box"], abs=0.05)
+    assert onnx_face.box == pytest.approx(torch_face.box, abs=0.05)
     # The detector was exported once into the cache (a temporary one in the tests).
     assert list(onnx_cache_dir().glob("blazeface-*.onnx"))

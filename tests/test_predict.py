@@ -50,7 +50,7 @@ def test_predict_accepts_paths_pil_and_arrays(recognizer):
     assert len(face.keypoint_importance) == 68
     assert all(0 < w < 1 for w in face.keypoint_importance)
     assert from_pil[0].probabilities == from_path[0].probabilities
-    batched = recognizer.predict_batch([EXAMPLE, EXAMPLE])
+    batched = list(recognizer.predict_batch([EXAMPLE, EXAMPLE]))
     assert len(batched) == 2 and batched[1][0].label == face.label
     for name, p in face.probabilities.items():
         assert batched[1][0].probabilities[name] == pytest.approx(p, abs=1e-3)

@@ -18,10 +18,9 @@ from keyfer.errors import KeyferError, WeightsError
 from keyfer.nkf.config import ModelConfig
 from keyfer.train.cached import CachedData, CachedTrainer, build_head
 from keyfer.train.checkpoint import init_head, save_checkpoint
-from keyfer.train.config import Experiment, TrainConfig, load_experiment
+from keyfer.train.config import Experiment, TrainConfig, load_experiment, shipped_configs
 from keyfer.train.crops import build_crop_cache
 from keyfer.train.images import ImageTrainer
-from tests.conftest import ROOT
 from tests.dataset_fixtures import make_rafdb
 
 SMALL = ModelConfig(dim=8, hidden=16)
@@ -120,7 +119,7 @@ def test_image_engine_balanced_sampler_draws_classes_equally(tmp_path: Path):
     assert counts.min() > 0.75 * len(drawn) / 3
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(shipped_configs().values()), ids=lambda p: p.stem)
 def test_recipes_load(path: Path):
     experiment = load_experiment(path)
     assert experiment.dataset in DATASETS
@@ -129,7 +128,7 @@ def test_recipes_load(path: Path):
     if path.stem.endswith("_from_affectnet8"):
         assert experiment.train.init_from == "runs/affectnet8/checkpoint.pt"
         assert not experiment.train.init_classifier
-        pretrained = load_experiment(ROOT / "configs/affectnet8.yaml").model
+        pretrained = load_experiment(shipped_configs()["affectnet8"]).model
         # The head's shapes must match; the colour mode only changes the input images.
         assert experiment.model == replace(pretrained, color_mode=experiment.model.color_mode)
 

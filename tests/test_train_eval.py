@@ -37,7 +37,7 @@ def test_checkpoint_round_trip(checkpoint):
     assert experiment == Experiment(name="tiny")
     head = build_head(experiment.model)
     head.load_state_dict(state["head"])
-    assert float(state["temperature"]) == 1.5
+    assert state["model"]["temperature"] == 1.5
 
 
 def test_wrong_checkpoint_files_are_clear_errors(tmp_path):

@@ -1,16 +1,44 @@
 """keyfer: facial expression recognition with Keypoint Features on a pure-PyTorch face pipeline."""
 
+import warnings
+from typing import Any
+
 from keyfer._version import __version__
-from keyfer.api import ExpressionRecognizer, Face
-from keyfer.faces.pipeline import FacePipeline, Faces
+from keyfer.api import ExpressionRecognizer
+from keyfer.drawing import draw
+from keyfer.errors import KeyferError
+from keyfer.faces.detector import Detections
+from keyfer.faces.pipeline import DetectedFaces, Detector, FacePipeline
+from keyfer.models.info import ModelInfo
 from keyfer.models.registry import create_model, list_models
+from keyfer.results import Expression, Face, FrameResult, VideoSummary, to_dataframe
 
 __all__ = [
+    "DetectedFaces",
+    "Detections",
+    "Detector",
+    "Expression",
     "ExpressionRecognizer",
     "Face",
     "FacePipeline",
-    "Faces",
+    "FrameResult",
+    "KeyferError",
+    "ModelInfo",
+    "VideoSummary",
     "__version__",
     "create_model",
+    "draw",
     "list_models",
+    "to_dataframe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Faces":
+        warnings.warn(
+            "keyfer.Faces is now keyfer.DetectedFaces; the old name goes in keyfer 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DetectedFaces
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

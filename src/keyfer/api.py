@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from keyfer.data.precrop import gray3_crops
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
-from keyfer.evaluate import load_model
 from keyfer.export import OnnxCropNetwork, cached_crop_network, cached_detector_network
-from keyfer.faces.pipeline import FacePipeline, Faces
+from keyfer.faces.detector import FaceDetector
+from keyfer.faces.pipeline import Boxes, DetectedFaces, Detector, FacePipeline
 from keyfer.faces.pose import head_pose
-from keyfer.io.images import read_image, to_rgb_array
-from keyfer.io.records import face_records
+from keyfer.io.images import ImageInput, as_rgb_array
+from keyfer.io.records import COORD_DECIMALS, SCORE_DECIMALS, rounded
 from keyfer.io.video import VideoSource
-from keyfer.models.registry import DEFAULT_MODEL
+from keyfer.models.registry import DEFAULT_MODEL, create_model
+from keyfer.nkf.model import NKFModel
+from keyfer.preprocessing import gray3_crops
+from keyfer.results import Expression, Face, FrameResult, VideoFrames
 from keyfer.tracking import FaceTracker
 
 # A face is marked "reliable": false (never dropped) below these: FaceMesh presence, the box's
@@ -31,79 +33,27 @@ from keyfer.tracking import FaceTracker
 RELIABLE_MIN_PRESENCE = 0.8
 RELIABLE_MIN_SIZE = 40.0
 RELIABLE_MAX_YAW = 60.0
-ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
-
-
-@dataclass(frozen=True)
-class Face:
-    """One face: ``record`` holds the JSON face record (box, score, presence, keypoints6,
-    landmarks68, mesh in image pixels, pixel centres at +0.5), ``label`` and ``probabilities``
-    (canonical class -> calibrated probability), ``keypoint_importance`` (K floats, RKFA),
-    ``pose`` (yaw, pitch, roll in degrees; see :mod:`keyfer.faces.pose`) and ``reliable``."""
-
-    record: dict[str, Any]
-    label: str
-    probabilities: dict[str, float]
-    keypoint_importance: list[float] | None
-    pose: dict[str, float]
-    reliable: bool
-    track_id: int | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        """The JSON face record of ``keyfer predict``."""
-        return {
-            **self.record,
-            "expression": {"label": self.label, "probabilities": self.probabilities},
-            "keypoint_importance": self.keypoint_importance,
-            "pose": self.pose,
-            "reliable": self.reliable,
-            **({} if self.track_id is None else {"track_id": self.track_id}),
-        }
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """One processed video frame: its ``frame`` index, ``time_s``, size, the ``faces`` found,
-    the pipeline's :class:`Faces` and the RGB ``image`` (for drawing), the source's ``fps``,
-    and how many of the video's frames before this one were corrupt or missing
-    (``corrupt_frames_before``; see :class:`keyfer.io.video.VideoSource`)."""
-
-    frame: int
-    time_s: float
-    width: int
-    height: int
-    faces: list[Face]
-    pipeline_faces: Faces
-    image: np.ndarray
-    fps: float
-    corrupt_frames_before: int
-
-    def to_record(self, path: str) -> dict[str, Any]:
-        """The JSON record of this frame."""
-        return {
-            "path": path, "frame": self.frame, "time_s": round(self.time_s, 3),
-            "corrupt_frames_before": self.corrupt_frames_before,
-            "width": self.width, "height": self.height,
-            "faces": [f.to_record() for f in self.faces], "error": None,
-        }  # fmt: skip
 
 
 class ExpressionRecognizer:
     """Detect faces, align them, and recognise their expressions.
 
-    ``model`` is a shipped model name (``keyfer models``) or a checkpoint path; ``device`` is
+    ``model`` is a shipped model name (``keyfer models``), a checkpoint path, or a model that
+    :func:`keyfer.create_model` made (moved to ``device`` and put in inference mode); ``device`` is
     auto, cpu, cuda or cuda:N; ``tiling`` searches tiles for small faces, in photos and videos
-    alike (off for speed); ``tta_flip`` averages each face with its mirror image; ``threads``
-    sets CPU threads; ``batch_size`` caps the faces per network call in :meth:`predict_batch`.
-    ``backend="onnx"`` runs the crop network and the detector with onnxruntime: the crop network
-    from ``onnx_path`` if given, else from an export made once into ``~/.cache/keyfer/onnx``
-    (``$XDG_CACHE_HOME/keyfer/onnx`` when that is set), like the detector's (needs the ``onnx``
-    extra).
+    alike (off for speed); ``tta_flip`` averages each face with its mirror image;
+    ``batch_size`` caps the images per step of :meth:`predict_batch` and the faces per network
+    call. ``backend="onnx"`` runs the crop network and the detector with onnxruntime: the crop
+    network from ``onnx_path`` if given, else from an export made once into
+    ``~/.cache/keyfer/onnx`` (``$XDG_CACHE_HOME/keyfer/onnx`` when that is set), like the
+    detector's (needs the ``onnx`` extra); ``threads`` sets onnxruntime's CPU threads. torch's
+    are left as they are: set them with ``torch.set_num_threads``. ``detector`` replaces
+    keyfer's face detector with your own (a :class:`~keyfer.faces.pipeline.Detector`).
     """
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | NKFModel = DEFAULT_MODEL,
         device: str = "auto",
         detector_threshold: float = 0.5,
         tiling: bool = True,
@@ -112,60 +62,66 @@ class ExpressionRecognizer:
         threads: int | None = None,
         backend: str = "torch",
         onnx_path: str | os.PathLike[str] | None = None,
+        detector: Detector | None = None,
     ) -> None:
         if backend not in ("torch", "onnx"):
             raise KeyferError(f"unknown backend {backend!r}; use torch or onnx")
-        if threads:
-            torch.set_num_threads(threads)
         self.device = resolve_device(device)
-        self.loaded = load_model(model, self.device)
+        if not isinstance(model, NKFModel):
+            model = create_model(model)
+        info = model.info  # a model that does not describe itself fails here, not on a face
+        self.model = model.to(self.device).eval()
         self.onnx = detector_network = None
         if backend == "onnx":
-            loaded = self.loaded
             self.onnx = (
                 OnnxCropNetwork(Path(onnx_path), threads)
                 if onnx_path
-                else cached_crop_network(loaded.model, loaded.name, loaded.digest, threads)
+                else cached_crop_network(model, info.name, info.digest, threads)
             )
-            detector_network = cached_detector_network(threads)
+            detector_network = None if detector else cached_detector_network(threads)
         # A frozen model holds MediaPipe's FaceMesh already; the landmarks can share it.
-        model = self.loaded.model
         shared = None if model.config.finetune_alignment else model.facemesh
         self.pipeline = FacePipeline(
             self.device, tiling, detector_threshold, facemesh=shared,
-            detector_network=detector_network,
+            detector_network=detector_network, detector=detector,
         )  # fmt: skip
         self.tta_flip = tta_flip
         self.batch_size = batch_size
-        self.last_corrupt_frames = 0
+        self._last_video: VideoFrames | None = None
 
     @property
     def classes(self) -> list[str]:
-        return self.loaded.classes
+        return list(self.model.info.classes)
 
-    def analyze(self, image: np.ndarray) -> tuple[Faces, list[Face]]:
-        """The pipeline's :class:`Faces` and one :class:`Face` each for an (H, W, 3) RGB image."""
-        return self.analyze_batch([image])[0]
+    def analyze(
+        self, image: np.ndarray, boxes: Boxes | None = None
+    ) -> tuple[DetectedFaces, list[Face]]:
+        """The pipeline's :class:`DetectedFaces` and one :class:`Face` each for an (H, W, 3)
+        RGB image; ``boxes``: see :meth:`predict`."""
+        return self.analyze_batch([image], None if boxes is None else [boxes])[0]
 
     @torch.inference_mode()
-    def analyze_batch(self, images: Sequence[np.ndarray]) -> list[tuple[Faces, list[Face]]]:
+    def analyze_batch(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Boxes] | None = None
+    ) -> list[tuple[DetectedFaces, list[Face]]]:
         """:meth:`analyze` for many images. The faces and their landmarks are the pipeline's
         (:meth:`FacePipeline.batch`, the same as ``keyfer landmarks``, whatever the model); the
         crop network then runs on their crops, up to ``batch_size`` at a time across images."""
-        found = self.pipeline.batch(images, self.batch_size)
-        crops = torch.cat([faces.crops for faces in found])
-        outputs = [self._crop_outputs(chunk) for chunk in crops.split(self.batch_size)]
-        probabilities = torch.cat([p for p, _ in outputs]) if outputs else torch.zeros(0)
-        importance = [row for _, rows in outputs for row in rows]
+        found = self.pipeline.batch(images, self.batch_size, boxes)
+        probabilities, importance = self._classify(torch.cat([faces.crops for faces in found]))
         results, start = [], 0
         for faces in found:
             stop = start + len(faces)
-            chosen = probabilities[start:stop].numpy()
-            results.append((faces, self._describe(faces, chosen, importance[start:stop])))
+            rows = None if importance is None else importance[start:stop]
+            results.append((faces, self._describe(faces, probabilities[start:stop], rows)))
             start = stop
         return results
 
-    def _describe(self, faces: Faces, probabilities: np.ndarray, importance: list) -> list[Face]:
+    def _describe(
+        self, faces: DetectedFaces, probabilities: np.ndarray, importance: np.ndarray | None
+    ) -> list[Face]:
+        """One :class:`Face` per face of ``faces``, from their (N, C) probabilities and (N, K)
+        keypoint importances (or None)."""
         if len(faces) == 0:
             return []
         poses = head_pose(faces.mesh)
@@ -174,57 +130,106 @@ class ExpressionRecognizer:
             (faces.presence >= RELIABLE_MIN_PRESENCE)
             & (sizes >= RELIABLE_MIN_SIZE)
             & (poses[:, 0].abs() <= RELIABLE_MAX_YAW)
-        )
-        results = []
-        rows = zip(face_records(faces), probabilities, importance, poses, reliable, strict=True)
-        for record, p, weights, pose, ok in rows:
-            named = {c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)}
-            label = self.classes[int(p.argmax())]
-            angles = {
-                k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), pose, strict=True)
-            }
-            results.append(Face(record, label, named, weights, angles, bool(ok)))
-        return results
+        ).tolist()
+        expressions = self._expressions(probabilities, importance)
+        scores = [None] * len(faces) if faces.scores is None else faces.scores.tolist()
+        keypoints = [None] * len(faces) if faces.keypoints6 is None else faces.keypoints6.numpy()
+        rows = zip(
+            faces.boxes.numpy(), scores, faces.presence.tolist(), keypoints,
+            faces.landmarks68.numpy(), faces.mesh.numpy(), expressions, poses.tolist(), reliable,
+            strict=True,
+        )  # fmt: skip
+        return [
+            Face(
+                box=box,
+                score=score,
+                presence=presence,
+                keypoints6=points,
+                landmarks68=landmarks,
+                mesh=mesh,
+                label=expression.label,
+                probabilities=expression.probabilities,
+                keypoint_importance=expression.keypoint_importance,
+                pose=dict(zip(("yaw", "pitch", "roll"), pose, strict=True)),
+                reliable=ok,
+            )
+            for box, score, presence, points, landmarks, mesh, expression, pose, ok in rows
+        ]
+
+    def _expressions(
+        self, probabilities: np.ndarray, importance: np.ndarray | None
+    ) -> list[Expression]:
+        """One :class:`Expression` per row of (B, C) probabilities and (B, K) importances."""
+        classes = self.classes
+        return [
+            Expression(
+                classes[int(p.argmax())],
+                dict(zip(classes, p.tolist(), strict=True)),
+                None if importance is None else importance[i],
+            )
+            for i, p in enumerate(probabilities)
+        ]
+
+    @torch.inference_mode()
+    def classify_crops(self, crops: torch.Tensor) -> list[Expression]:
+        """The :class:`Expression` of each of (B, 3, 192, 192) RGB crops in [0, 1], aligned as
+        the pipeline aligns faces (:attr:`DetectedFaces.crops`: MediaPipe's crop, see
+        :mod:`keyfer.faces.align`); other crops of a face give other answers. The network runs
+        on up to ``batch_size`` crops at a time, with the recognizer's backend, TTA and
+        temperature."""
+        if crops.ndim != 4 or tuple(crops.shape[1:]) != (3, 192, 192):
+            raise KeyferError(f"crops must be (B, 3, 192, 192), got {tuple(crops.shape)}")
+        return self._expressions(*self._classify(crops))
+
+    def _classify(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, C) float32 calibrated probabilities and (B, K) float32 keypoint importances (or
+        None) of (B, 3, 192, 192) RGB crops, ``batch_size`` at a time."""
+        outputs = [self._crop_outputs(chunk) for chunk in crops.split(self.batch_size)]
+        if not outputs:
+            return np.zeros((0, len(self.classes)), np.float32), None
+        probabilities = torch.cat([p for p, _ in outputs]).numpy()
+        if outputs[0][1] is None:
+            return probabilities, None
+        return probabilities, torch.cat([i for _, i in outputs if i is not None]).numpy()
 
     def model_input(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, 192, 192) RGB crops in [0, 1] -> the model's input (gray3 models: luma x 3)."""
         crops = crops.to(self.device)
-        if self.loaded.color_mode == "gray3":
+        if self.model.info.color_mode == "gray3":
             crops = gray3_crops(crops)
         return crops
 
-    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, list[list[float] | None]]:
-        """For (B, 3, 192, 192) RGB crops in [0, 1]: calibrated probabilities (B, C) and B
-        keypoint-importance lists (or None). The model's own landmarks (of the gray crop, for
-        gray3 models) are not reported: the faces' landmarks are the pipeline's, of the colour
-        crop."""
+    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For (B, 3, 192, 192) RGB crops in [0, 1]: calibrated probabilities (B, C) and
+        keypoint importances (B, K) (or None), float32 on the CPU. The model's own landmarks (of
+        the gray crop, for gray3 models) are not reported: the faces' landmarks are the
+        pipeline's, of the colour crop."""
         model_crops = self.model_input(crops)
         logits, importance = self._run(model_crops)[2:]
         if self.tta_flip:
             logits = (logits + self._run(model_crops.flip(-1))[2]) / 2
-        probabilities = torch.softmax(logits.float() / self.loaded.temperature, 1).cpu()
-        if importance is None:
-            return probabilities, [None] * len(crops)
-        rows = [[round(float(w), 4) for w in row] for row in importance.float().cpu()]
-        return probabilities, rows
+        probabilities = torch.softmax(logits.float() / self.model.info.temperature, 1).cpu()
+        return probabilities, None if importance is None else importance.float().cpu()
 
     def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Mesh (B, 468, 3), presence (B,), logits (B, C) and keypoint importance (B, K) or
         None for model-ready crops."""
         if self.onnx is not None:
             return tuple(map(torch.from_numpy, self.onnx(crops.float().cpu().numpy())))
-        out = self.loaded.model(crops)
+        out = self.model(crops)
         return out.mesh, out.presence, out.logits, out.importance
 
-    def predict(self, image: ImageInput) -> list[Face]:
-        """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB)."""
-        return self.analyze(self._as_array(image))[1]
+    def predict(self, image: ImageInput, boxes: Boxes | None = None) -> list[Face]:
+        """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB).
 
-    @staticmethod
-    def _as_array(image: ImageInput) -> np.ndarray:
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image)
-        return to_rgb_array(image)
+        ``boxes`` (N, 4) x0, y0, x1, y1 in the image's pixels (after EXIF rotation for a path)
+        are faces you found yourself, like face-alignment's ``detected_faces``: the detector is
+        skipped and you get one face per box, in order, none dropped (FaceMesh's doubt shows in
+        ``presence`` and ``reliable``). Each crop is MediaPipe's, centred on the box with 1.5 x
+        its longer side, and upright, since a box tells no eye line; its ``score`` and
+        ``keypoints6`` are None.
+        """
+        return self.analyze(as_rgb_array(image), boxes)[1]
 
     def predict_video(
         self,
@@ -232,19 +237,31 @@ class ExpressionRecognizer:
         every_n: int = 1,
         smooth: bool = False,
         tiling: bool | None = None,
-    ) -> Iterator[FrameResult]:
-        """Per-frame results of a video file or a camera index, every ``every_n``-th frame.
+    ) -> VideoFrames:
+        """Per-frame results of a video file or a camera index, every ``every_n``-th frame,
+        read as you iterate.
 
         ``tiling`` overrides the detector's tiling for this video; by default (None) a video is
         searched like a photo, with the recognizer's ``tiling`` (on unless it was built with
         ``tiling=False``). With ``smooth``, faces are tracked by IoU across frames; each gets a
         ``track_id`` and its probabilities are an EMA over the track (:mod:`keyfer.tracking`).
-        Corrupt frames are skipped; each result counts those before it, and
-        :attr:`last_corrupt_frames` the latest video's. Raises :class:`KeyferError` when no
-        frame can be decoded, or, after the last result, when frames are missing from the end
-        of the stream (see :class:`keyfer.io.video.VideoSource`).
+        Corrupt frames are skipped; each result counts those before it, and the returned
+        iterator's ``summary`` (:class:`~keyfer.results.VideoSummary`) the whole video's.
+        Raises :class:`KeyferError` when no frame can be decoded, or, after the last result,
+        when frames are missing from the end of the stream (see
+        :class:`keyfer.io.video.VideoSource`).
         """
+        if tiling is not None and not isinstance(self.pipeline.detector, FaceDetector):
+            raise KeyferError("tiling applies to keyfer's detector, not to one you plugged in")
         video = VideoSource(source if isinstance(source, int) else Path(source), every_n)
+        self._last_video = VideoFrames(
+            self._video_frames(video, smooth, tiling), lambda: video.corrupt_frames
+        )
+        return self._last_video
+
+    def _video_frames(
+        self, video: VideoSource, smooth: bool, tiling: bool | None
+    ) -> Iterator[FrameResult]:
         tracker = FaceTracker() if smooth else None
         try:
             for frame in video:
@@ -258,40 +275,54 @@ class ExpressionRecognizer:
                     video.fps, frame.corrupt_before,
                 )  # fmt: skip
         finally:
-            self.last_corrupt_frames = video.corrupt_frames
             video.close()
+
+    @property
+    def last_corrupt_frames(self) -> int:
+        """Deprecated: the corrupt frames of the latest video; use the ``summary`` of
+        :meth:`predict_video`'s result. Goes in keyfer 0.4."""
+        warnings.warn(
+            "last_corrupt_frames is deprecated: use predict_video(...).summary.corrupt_frames",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return 0 if self._last_video is None else self._last_video.summary.corrupt_frames
 
     @contextlib.contextmanager
     def _detector_tiling(self, tiling: bool | None) -> Iterator[None]:
         """Run the block with the detector's tiling set to ``tiling`` (None: unchanged), and
         restore it after the block, so that no other call sees the change."""
         detector = self.pipeline.detector
+        if tiling is None or not isinstance(detector, FaceDetector):
+            yield
+            return
         saved = detector.tiling
-        detector.tiling = saved if tiling is None else tiling
+        detector.tiling = tiling
         try:
             yield
         finally:
             detector.tiling = saved
 
     def _smooth(self, tracker: FaceTracker, results: list[Face]) -> list[Face]:
-        boxes = np.array([r.record["box"] for r in results])
-        raw = np.array([[r.probabilities[c] for c in self.classes] for r in results])
+        # The tracker follows the faces as their records show them (boxes to 0.01 px,
+        # probabilities to 4 decimals), so a smoothed video follows from its records.
+        boxes = np.array([rounded(r.box, COORD_DECIMALS) for r in results])
+        raw = np.array(
+            [[round(r.probabilities[c], SCORE_DECIMALS) for c in self.classes] for r in results]
+        )
         ids, smoothed = tracker.update(boxes, raw)
         out = []
         for result, track_id, p in zip(results, ids, smoothed, strict=True):
-            named = {c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)}
+            named = dict(zip(self.classes, p.tolist(), strict=True))
             label = self.classes[int(p.argmax())]
             out.append(replace(result, label=label, probabilities=named, track_id=track_id))
         return out
 
-    def predict_batch(
-        self, images: Sequence[ImageInput] | Iterable[ImageInput]
-    ) -> list[list[Face]]:
-        """:meth:`predict` for each image, in order, ``batch_size`` images at a time through
-        :meth:`analyze_batch`."""
-        arrays = [self._as_array(image) for image in images]
-        return [
-            faces
-            for start in range(0, len(arrays), self.batch_size)
-            for _, faces in self.analyze_batch(arrays[start : start + self.batch_size])
-        ]
+    def predict_batch(self, images: Iterable[ImageInput]) -> Iterator[list[Face]]:
+        """:meth:`predict` for each image, in order, as an iterator: images are read
+        ``batch_size`` at a time, as the results are consumed, and go through
+        :meth:`analyze_batch` together (``list(...)`` for all at once)."""
+        remaining = iter(images)
+        while chunk := list(itertools.islice(remaining, self.batch_size)):
+            for _, faces in self.analyze_batch([as_rgb_array(image) for image in chunk]):
+                yield faces

@@ -16,6 +16,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from keyfer.faces import align
 from keyfer.io.images import find_images, read_image
 
 STREAM_SIZE = (640, 480)
+PEER_RUNNER = files("keyfer") / "resources" / "peer_fer.py"
+"""The script the peer's interpreter runs: a resource file, not a keyfer module."""
 
 
 def _median_ms(run: Callable[[], Any], repeats: int) -> float:
@@ -44,25 +47,26 @@ def _median_ms(run: Callable[[], Any], repeats: int) -> float:
 
 def _stage_ms(recognizer: ExpressionRecognizer, path: Path, repeats: int) -> dict[str, float]:
     image = read_image(path)
-    pipeline, loaded = recognizer.pipeline, recognizer.loaded
-    detections = pipeline.detector(image)
+    pipeline, model = recognizer.pipeline, recognizer.model
+    detections = pipeline.detector.detect_batch([image])[0]
     transforms = align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
     crops = align.extract_crops(image, transforms)
     model_crops = recognizer.model_input(crops)
     stages = {
         "decode": lambda: read_image(path),
-        "detection": lambda: pipeline.detector(image),
+        "detection": lambda: pipeline.detector.detect_batch([image]),
         "alignment": lambda: align.extract_crops(
             image, align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
         ),
         "mesh": lambda: pipeline.facemesh(crops),
     }
-    if recognizer.onnx is None:
-        features = loaded.model.features(model_crops)
-        stages["mesh_with_kf"] = lambda: loaded.model.features(model_crops)
-        stages["head"] = lambda: loaded.model.classify(features)
+    onnx = recognizer.onnx
+    if onnx is None:
+        features = model.features(model_crops)
+        stages["mesh_with_kf"] = lambda: model.features(model_crops)
+        stages["head"] = lambda: model.classify(features)
     else:
-        stages["mesh_with_kf_and_head"] = lambda: recognizer.onnx(model_crops.numpy())
+        stages["mesh_with_kf_and_head"] = lambda: onnx(model_crops.numpy())
     with torch.inference_mode():
         return {name: round(_median_ms(run, repeats), 3) for name, run in stages.items()}
 
@@ -97,10 +101,11 @@ def bench_backend(backend: str, model: str, paths: list[Path], repeats: int) -> 
     face = cv2.resize(images[0], (STREAM_SIZE[1], STREAM_SIZE[1]), interpolation=cv2.INTER_AREA)
     frame[:, 80 : 80 + STREAM_SIZE[1]] = face
     crops = torch.rand(32, 3, 192, 192)
-    if recognizer.onnx is None:
-        crop_network = lambda: recognizer.loaded.model(crops)  # noqa: E731
+    onnx = recognizer.onnx
+    if onnx is None:
+        crop_network = lambda: recognizer.model(crops)  # noqa: E731
     else:
-        crop_network = lambda: recognizer.onnx(crops.numpy())  # noqa: E731
+        crop_network = lambda: onnx(crops.numpy())  # noqa: E731
     with torch.inference_mode():
         crops_per_s = round(32 / (_median_ms(crop_network, repeats) / 1000), 1)
     stream_ms = _median_ms(lambda: stream.analyze(frame), repeats)
@@ -120,11 +125,12 @@ def bench_backend(backend: str, model: str, paths: list[Path], repeats: int) -> 
 
 
 def bench_peer(python: str, images: list[Path], repeats: int) -> dict[str, Any]:
-    """The ``fer`` package's speed on the same photos, run by another interpreter."""
-    script = Path(__file__).with_name("peer_fer.py")
-    command = [python, str(script), "--repeats", str(repeats), *map(str, images)]
+    """The ``fer`` package's speed on the same photos, timed by :data:`PEER_RUNNER` run by
+    ``python`` (the interpreter of a venv with ``fer``)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
+        with as_file(PEER_RUNNER) as script:
+            command = [python, str(script), "--repeats", str(repeats), *map(str, images)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
     except (OSError, subprocess.SubprocessError) as error:
         raise KeyferError(f"the peer benchmark failed to run with {python}: {error}") from error
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -24,7 +24,7 @@ from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
 from keyfer.io.images import ImageListing
 from keyfer.io.outputs import STDOUT, OutputError, OutputNames, check_outputs
 from keyfer.io.records import RecordWriter
-from keyfer.models.registry import DEFAULT_MODEL
+from keyfer.models.registry import DEFAULT_MODEL, create_model
 from keyfer.robustness import FILLS, Occlusion, parse_landmark_noise, parse_occlusions
 from keyfer.runner import RunSummary, landmarks_describer, list_inputs, run_images
 
@@ -65,6 +65,12 @@ def _parsed(parse: Callable[[str], tuple]) -> Callable[..., tuple]:
     return callback
 
 
+class _OutputFailure(click.ClickException):
+    """An output that cannot be written: exit code 2, like a usage error."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
     """Turns keyfer's own errors into one line and exit code 1 (2 for an output that cannot be
     written, a usage error), never a traceback."""
@@ -73,9 +79,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyferError as error:
-            exception = click.ClickException(str(error))
-            exception.exit_code = 2 if isinstance(error, OutputError) else 1
-            raise exception from error
+            failure = _OutputFailure if isinstance(error, OutputError) else click.ClickException
+            raise failure(str(error)) from error
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -192,7 +197,14 @@ def landmarks(
 
 
 @main.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config", required=False)
+@click.option("--list", "list_configs", is_flag=True, help="List the shipped configs and exit.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dataset root, instead of the config's root. A relative root (here or in the "
+    "config) is under the folder $KEYFER_DATA names when that is set.",
+)
 @click.option(
     "--set",
     "overrides",
@@ -205,25 +217,38 @@ def landmarks(
 @_device_option
 @_threads_option
 def train(
-    config: Path,
+    config: str | None,
+    list_configs: bool,
+    root: Path | None,
     overrides: tuple[str, ...],
     out: Path | None,
     resume: Path | None,
     device: str,
     threads: int | None,
 ) -> None:
-    """Train an NKF expression model from a YAML CONFIG (see configs/).
+    """Train an NKF expression model from CONFIG: the name of a shipped config (e.g. quick;
+    see --list) or the path of a YAML file.
 
     Writes checkpoint.pt (with its config), train.log and metrics.json to the run folder. On
     several GPUs or nodes: torchrun --nproc_per_node=N -m keyfer.cli train CONFIG ...
     """
-    from keyfer.train.config import load_experiment
+    from dataclasses import replace
+
+    from keyfer.train.config import config_summary, find_config, load_experiment, shipped_configs
     from keyfer.train.distributed import is_main_process
     from keyfer.train.run import train_experiment
 
+    if list_configs:
+        for name, path in shipped_configs().items():
+            click.echo(f"{name:<24} {config_summary(path)}")
+        return
+    if config is None:
+        raise click.UsageError("give a CONFIG (a shipped config's name or a YAML path), or --list")
     if threads:
         torch.set_num_threads(threads)
-    experiment = load_experiment(config, list(overrides))
+    experiment = load_experiment(find_config(config), list(overrides))
+    if root is not None:
+        experiment = replace(experiment, root=str(root))
     run_dir = out or Path("runs") / experiment.name
     metrics = train_experiment(experiment, run_dir, resume, resolve_device(device))
     if is_main_process():
@@ -239,10 +264,11 @@ def train(
 @click.option(
     "--root",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="The dataset root as distributed: the folder holding data/FER2013*/ (ferplus), "
     "fer2013.csv or train/ and test/ (fer2013), EmoLabel/ and Image/ (rafdb), "
-    "Manually_Annotated_* (affectnet, affectnet7), or the class folders (folder).",
+    "Manually_Annotated_* (affectnet, affectnet7), or the class folders (folder). A relative "
+    "root is under the folder $KEYFER_DATA names when that is set.",
 )
 @click.option(
     "--split",
@@ -305,19 +331,20 @@ def evaluate_command(
     """
     import json
 
-    from keyfer.evaluate import evaluate, load_dataset, load_model
+    from keyfer.evaluate import evaluate, load_dataset
+    from keyfer.metrics.plots import save_confusion_png
     from keyfer.robustness import RobustnessSpec, robustness_table, save_robustness_pngs
-    from keyfer.train.plots import save_confusion_png
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model_name, resolve_device(device))
+    model = create_model(model_name).to(resolve_device(device)).eval()
     data = load_dataset(dataset, root, split)
+    info = model.info
     robustness = None
     if landmark_noise or occlusion:
         robustness = RobustnessSpec(landmark_noise, occlusion, occlusion_fill, seed)
     report = evaluate(
-        loaded,
+        model,
         data.samples,
         data.classes,
         tta_flip=tta == "flip",
@@ -332,14 +359,14 @@ def evaluate_command(
         excluded_rows=dict(data.excluded),
     )
     click.echo(
-        f"{loaded.name} on {dataset}/{split or 'all'} (n={report['n']}): accuracy "
+        f"{info.name} on {dataset}/{split or 'all'} (n={report['n']}): accuracy "
         f"{report['accuracy']:.4f}, mean class accuracy {report['mean_class_accuracy']:.4f}, "
         f"macro-F1 {report['macro_f1']:.4f}"
     )
     if report["restricted_to"]:
         click.echo(
             f"predictions restricted to the dataset's {len(report['restricted_to'])} classes "
-            f"({', '.join(report['restricted_to'])}) of the model's {len(loaded.classes)}"
+            f"({', '.join(report['restricted_to'])}) of the model's {len(info.classes)}"
         )
     if robustness:
         click.echo(robustness_table(report))
@@ -348,7 +375,7 @@ def evaluate_command(
         json_path.write_text(json.dumps(report, indent=1) + "\n")
     if plots:
         stem = f"{dataset}_{split or 'all'}"
-        title = f"{loaded.name} on {dataset}/{split or 'all'}: accuracy {report['accuracy']:.4f}"
+        title = f"{info.name} on {dataset}/{split or 'all'}: accuracy {report['accuracy']:.4f}"
         save_confusion_png(
             plots / f"{stem}_confusion.png", np.array(report["confusion"]), report["classes"], title
         )
@@ -360,6 +387,47 @@ def evaluate_command(
             )
         (plots / f"{stem}_report.txt").write_text("\n".join(lines) + "\n")
         save_robustness_pngs(report, plots, stem, title)
+
+
+@main.command(name="eval-landmarks")
+@click.argument("records", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("annotations", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--results",
+    type=_FILE,
+    help="Add this run, named --variant, to this results JSON (its other runs are kept).",
+)
+@click.option(
+    "--variant", default="default", show_default=True, help="The run's name in --results."
+)
+@click.option(
+    "--command", "run_command", default="", help="The command that made RECORDS, kept in --results."
+)
+@click.option("--markdown", type=_FILE, help="Write a table of every run in --results here.")
+def eval_landmarks(
+    records: Path,
+    annotations: Path,
+    results: Path | None,
+    variant: str,
+    run_command: str,
+    markdown: Path | None,
+) -> None:
+    """Score `keyfer landmarks --json` RECORDS against the 300-W .pts files of ANNOTATIONS (the
+    AFW folder: 337 faces): recall, false positives per photo and NME68 over the iBUG 37-46
+    distance. RECORDS must cover the folder's images (keyfer landmarks ANNOTATIONS --json FILE).
+    """
+    from keyfer import landmark_eval
+
+    if markdown and not results:
+        raise click.UsageError("--markdown tabulates the runs of --results: give --results too")
+    metrics, _ = landmark_eval.score_landmarks(
+        landmark_eval.read_records(records), landmark_eval.read_annotations(annotations)
+    )
+    click.echo(landmark_eval.summary_line(metrics))
+    if results:
+        data = landmark_eval.add_variant(results, variant, run_command, records, metrics)
+        if markdown:
+            markdown.write_text(landmark_eval.variants_markdown(data))
 
 
 @main.command()
@@ -472,6 +540,8 @@ def predict(
     else:
         check_outputs(files, folders)
         names = OutputNames()
+    if threads:
+        torch.set_num_threads(threads)
     recognizer = ExpressionRecognizer(
         model_name,
         device,
@@ -481,7 +551,7 @@ def predict(
         backend=backend,
     )
     echo = json_path is None and jsonl_path is None and csv_path is None
-    header = {"keyfer_version": __version__, "model": recognizer.loaded.name}
+    header = {"keyfer_version": __version__, "model": recognizer.model.info.name}
     with RecordWriter(
         json_path, jsonl_path, header, echo=echo, csv_path=csv_path, classes=recognizer.classes
     ) as writer:
@@ -524,18 +594,21 @@ def export(out: Path, model_name: str, export_format: str) -> None:
     """
     import json
 
-    from keyfer.evaluate import load_model
     from keyfer.export import export_onnx
 
     check_outputs({"OUT": out, "OUT's .json record": out.with_suffix(".json")})
-    loaded = load_model(model_name, torch.device("cpu"))
-    differences = export_onnx(loaded.model, out)
+    model = create_model(model_name).eval()
+    differences = export_onnx(model, out)
+    info = model.info
     record = {
-        "model": loaded.name,
+        "model": info.name,
         "format": export_format,
         "max_abs_difference": differences,
-        "temperature": loaded.temperature,
-        "classes": loaded.classes,
+        "temperature": info.temperature,
+        "classes": list(info.classes),
+        "color_mode": info.color_mode,
+        "margin": info.margin,
+        "padding": info.padding,
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     click.echo(

@@ -1,4 +1,5 @@
-"""``keyfer eval``: a model (shipped name or checkpoint) scored on a dataset split from images.
+"""``keyfer eval``: a model (:func:`keyfer.create_model`'s, shipped or a checkpoint) scored on a
+dataset split from images, pre-cropped faces prepared as the model's ``info`` says.
 
 The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy``, ``macro_f1``,
 ``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted); METHOD §4.
@@ -6,10 +7,8 @@ The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,88 +18,15 @@ from tqdm import tqdm
 
 from keyfer.data.datasets import load_split
 from keyfer.data.labels import CLASSES, Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, prepare_face
 from keyfer.data.samples import load_sample_image
 from keyfer.data.split import DatasetSplit
 from keyfer.errors import KeyferError
-from keyfer.models.registry import create_model, get_record, list_models
+from keyfer.metrics.classification import classification_report
 from keyfer.nkf.model import NKFModel
+from keyfer.preprocessing import prepare_face
 from keyfer.robustness import RobustnessSpec, robustness_logits, robustness_report
-from keyfer.train.checkpoint import load_checkpoint, load_model_weights
-from keyfer.train.metrics import classification_report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference with what its preprocessing needs; ``digest`` is a sha256 hex
-    of what defines its network (keys its exports), empty for a model being trained."""
-
-    name: str
-    model: NKFModel
-    classes: list[str]
-    temperature: float
-    color_mode: str
-    margin: float
-    padding: str
-    digest: str = ""
-
-
-def _checkpoint_model(path: Path) -> LoadedModel:
-    """A ``keyfer train`` checkpoint's model; its digest is the file's sha256."""
-    experiment, state = load_checkpoint(path)
-    model = NKFModel(experiment.model)
-    load_model_weights(model, state, path)
-    return LoadedModel(
-        str(path),
-        model,
-        list(CLASSES),
-        float(state.get("temperature", 1.0)),
-        experiment.model.color_mode,
-        DEFAULT_MARGIN,
-        DEFAULT_PADDING,
-        hashlib.sha256(path.read_bytes()).hexdigest(),
-    )
-
-
-def _shipped_model(name: str) -> LoadedModel:
-    """A shipped model; its digest is :attr:`ModelRecord.digest`."""
-    record = get_record(name)
-    pre = record.preprocessing
-    return LoadedModel(
-        record.name,
-        create_model(record.name),
-        record.classes,
-        record.temperature,
-        pre["color_mode"],
-        pre["precrop_margin"],
-        pre["precrop_padding"],
-        record.digest,
-    )
-
-
-def load_model(name_or_path: str, device: torch.device) -> LoadedModel:
-    """A shipped model by name, or a ``keyfer train`` checkpoint by path. A shipped model's name
-    wins over a file or folder of that name (with a warning; ``./NAME`` loads the file)."""
-    path = Path(name_or_path)
-    if name_or_path in list_models():
-        if path.exists():
-            log.warning(
-                "%s is the shipped model; give ./%s to load the file or folder of that name",
-                name_or_path,
-                name_or_path,
-            )
-        loaded = _shipped_model(name_or_path)
-    elif path.suffix == ".pt" or path.exists():
-        loaded = _checkpoint_model(path)
-    else:
-        raise KeyferError(
-            f"unknown model {name_or_path!r}: not a checkpoint file nor a shipped model "
-            f"({', '.join(list_models()) or 'none shipped'})"
-        )
-    loaded.model.to(device).eval()
-    return loaded
 
 
 def load_dataset(dataset: str, root: Path, split: str | None) -> DatasetSplit:
@@ -110,20 +36,21 @@ def load_dataset(dataset: str, root: Path, split: str | None) -> DatasetSplit:
     return load_split(dataset, root, split, "majority")
 
 
-def _crop_tensor(loaded: LoadedModel, crops: np.ndarray) -> torch.Tensor:
+def _crop_tensor(model: NKFModel, crops: np.ndarray) -> torch.Tensor:
     """(B, 192, 192, 3) uint8 crops -> (B, 3, 192, 192) floats in [0, 1] on the model's device."""
-    device = next(loaded.model.parameters()).device
+    device = next(model.parameters()).device
     return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
 @torch.inference_mode()
-def predict_logits(loaded: LoadedModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
-    """(B, 192, 192, 3) uint8 crops -> (B, n_classes) temperature-scaled logits."""
-    batch = _crop_tensor(loaded, crops)
-    logits = loaded.model(batch).logits
+def predict_logits(model: NKFModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
+    """(B, 192, 192, 3) uint8 crops in the model's colour mode -> (B, n_classes) logits divided
+    by the model's temperature."""
+    batch = _crop_tensor(model, crops)
+    logits = model(batch).logits
     if tta_flip:
-        logits = (logits + loaded.model(batch.flip(-1)).logits) / 2
-    return logits.float().cpu() / loaded.temperature
+        logits = (logits + model(batch.flip(-1)).logits) / 2
+    return logits.float().cpu() / model.info.temperature
 
 
 BatchLogits = Callable[[np.ndarray, list[int]], list[torch.Tensor]]
@@ -131,17 +58,18 @@ BatchLogits = Callable[[np.ndarray, list[int]], list[torch.Tensor]]
 
 
 def _dataset_pass(
-    loaded: LoadedModel, samples: list[Sample], batch_size: int, batch_logits: BatchLogits
+    model: NKFModel, samples: list[Sample], batch_size: int, batch_logits: BatchLogits
 ) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
     """``batch_logits`` of the readable samples, each output concatenated to (N, n_classes), their
     (N,) labels, and the error messages of the unreadable samples."""
+    info = model.info
     outputs, labels, unreadable = [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
         crops, batch_labels, indices = [], [], []
         for index, sample in enumerate(samples[start : start + batch_size], start):
             try:
                 image = load_sample_image(sample)
-                crops.append(prepare_face(image, loaded.color_mode, loaded.margin, loaded.padding))
+                crops.append(prepare_face(image, info.color_mode, info.margin, info.padding))
                 batch_labels.append(sample.label)
                 indices.append(index)
             except KeyferError as error:
@@ -159,18 +87,18 @@ def _dataset_pass(
 
 
 def dataset_logits(
-    loaded: LoadedModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
+    model: NKFModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(N, n_classes) temperature-scaled logits and (N,) labels of the readable samples, and the
     error messages of the unreadable ones."""
     (logits,), labels, unreadable = _dataset_pass(
-        loaded, samples, batch_size, lambda crops, _: [predict_logits(loaded, crops, tta_flip)]
+        model, samples, batch_size, lambda crops, _: [predict_logits(model, crops, tta_flip)]
     )
     return logits, labels, unreadable
 
 
 def robustness_dataset_logits(
-    loaded: LoadedModel,
+    model: NKFModel,
     samples: list[Sample],
     spec: RobustnessSpec,
     tta_flip: bool = False,
@@ -180,11 +108,11 @@ def robustness_dataset_logits(
     setting in :func:`keyfer.robustness.robustness_logits` order (the clean crops first)."""
 
     def batch_logits(crops: np.ndarray, indices: list[int]) -> list[torch.Tensor]:
-        batch = _crop_tensor(loaded, crops)
-        logits = robustness_logits(loaded.model, batch, indices, spec, tta_flip)
-        return [values.float().cpu() / loaded.temperature for values in logits]
+        batch = _crop_tensor(model, crops)
+        logits = robustness_logits(model, batch, indices, spec, tta_flip)
+        return [values.float().cpu() / model.info.temperature for values in logits]
 
-    return _dataset_pass(loaded, samples, batch_size, batch_logits)
+    return _dataset_pass(model, samples, batch_size, batch_logits)
 
 
 def class_mask(
@@ -209,34 +137,36 @@ def class_mask(
 
 
 def evaluate(
-    loaded: LoadedModel,
+    model: NKFModel,
     samples: list[Sample],
-    dataset_classes: list[str] = CLASSES,
+    dataset_classes: Sequence[str] = CLASSES,
     tta_flip: bool = False,
     batch_size: int = 64,
     robustness: RobustnessSpec | None = None,
 ) -> dict[str, Any]:
-    """Score ``loaded`` on ``samples``; unreadable images are counted, not scored. When the
-    dataset's classes are fewer than the model's, predictions are restricted to them (by the
-    canonical names), and the report says so in ``restricted_to``. With ``robustness``, the same
-    pass also scores its landmark-noise and occlusion settings (:mod:`keyfer.robustness`), with
-    the same restriction and mirror TTA, into ``landmark_noise`` and ``occlusion``."""
-    mask, restricted = class_mask(loaded.classes, dataset_classes)
+    """Score ``model`` (:func:`keyfer.create_model`'s) on ``samples``; unreadable images are
+    counted, not scored. When the dataset's classes are fewer than the model's, predictions are
+    restricted to them (by the canonical names), and the report says so in ``restricted_to``.
+    With ``robustness``, the same pass also scores its landmark-noise and occlusion settings
+    (:mod:`keyfer.robustness`), with the same restriction and mirror TTA, into
+    ``landmark_noise`` and ``occlusion``."""
+    classes = list(model.info.classes)
+    mask, restricted = class_mask(classes, dataset_classes)
     if robustness is None:
-        clean, labels, unreadable = dataset_logits(loaded, samples, tta_flip, batch_size)
+        clean, labels, unreadable = dataset_logits(model, samples, tta_flip, batch_size)
         variants = [clean]
     else:
         variants, labels, unreadable = robustness_dataset_logits(
-            loaded, samples, robustness, tta_flip, batch_size
+            model, samples, robustness, tta_flip, batch_size
         )
     variants = [values + mask for values in variants]
-    report = classification_report(labels.numpy(), variants[0].argmax(1).numpy(), loaded.classes)
+    report = classification_report(labels.numpy(), variants[0].argmax(1).numpy(), classes)
     report.update(
-        model=loaded.name,
+        model=model.info.name,
         tta="flip" if tta_flip else None,
         restricted_to=restricted,
         unreadable=len(unreadable),
     )
     if robustness is not None:
-        report.update(robustness_report(variants, labels.numpy(), loaded.classes, robustness))
+        report.update(robustness_report(variants, labels.numpy(), classes, robustness))
     return report

@@ -182,7 +182,7 @@ def _cache_path(stem: str, key: str) -> Path:
 
 def crop_network_cache_path(name: str, weights_digest: str) -> Path:
     """Where the crop network of model ``name`` (a shipped name or a checkpoint path; it only
-    names the file) is cached; ``weights_digest`` (:attr:`LoadedModel.digest`) keys it."""
+    names the file) is cached; ``weights_digest`` (:attr:`ModelInfo.digest`) keys it."""
     if not weights_digest:
         raise ValueError(f"the export of {name} needs its weights' digest as a cache key")
     return _cache_path(Path(name).stem, f"{weights_digest}:{','.join(OUTPUTS)}")

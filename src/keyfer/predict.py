@@ -12,12 +12,14 @@ import cv2
 import numpy as np
 import torch
 
-from keyfer.api import ExpressionRecognizer, Face
-from keyfer.faces.pipeline import Faces
-from keyfer.io.annotate import draw_faces, heat_colours, save_rgb
+from keyfer.api import ExpressionRecognizer
+from keyfer.drawing import draw
+from keyfer.faces.pipeline import DetectedFaces
+from keyfer.io.annotate import heat_colours, save_rgb
 from keyfer.io.outputs import OutputNames
-from keyfer.io.records import RecordWriter
+from keyfer.io.records import SCORE_DECIMALS, RecordWriter
 from keyfer.io.video import VideoWriter
+from keyfer.results import Face
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def draw_importance(image: np.ndarray, points: np.ndarray, importance: np.ndarra
     for (x, y), weight in zip(points - 0.5 - (x0, y0), weights, strict=True):
         cv2.circle(heat, (int(round(x)), int(round(y))), int(round(spread)), float(weight), -1)
     heat = cv2.GaussianBlur(heat, (0, 0), spread)
-    heat /= max(float(heat.max()), 1e-6)
+    heat = heat / max(float(heat.max()), 1e-6)
     alpha = (_HEAT_MAX_ALPHA * heat)[..., None]
     region = canvas[y0:y1, x0:x1]
     region[:] = np.round(region * (1 - alpha) + heat_colours(heat) * alpha).astype(np.uint8)
@@ -68,27 +70,25 @@ class PredictJob:
     show: bool = False
     names: OutputNames = field(default_factory=OutputNames)
 
-    def draw(self, image: np.ndarray, faces: Faces, results: list[Face]) -> np.ndarray:
+    def draw(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """The annotated copy: boxes (unreliable faces marked), labels with probabilities,
         landmarks, and the heat map under them with its legend."""
+        explained = False
         if self.explain:
-            index = self.recognizer.loaded.model.keypoint_index.cpu()
-            for face, result in zip(faces.mesh, results, strict=True):
-                if result.keypoint_importance is not None:
-                    points = face[index, :2].numpy()
-                    image = draw_importance(image, points, np.array(result.keypoint_importance))
-        labels = [self._label(r) for r in results]
-        reliable = [r.reliable for r in results]
-        explained = self.explain and any(r.keypoint_importance is not None for r in results)
-        return draw_faces(image, faces, labels, reliable, heat_legend=explained)
+            index = self.recognizer.model.keypoint_index.cpu().numpy()
+            for face in faces:
+                if face.keypoint_importance is not None:
+                    # The heat map shows the importances as the face's record states them.
+                    recorded = [round(float(w), SCORE_DECIMALS) for w in face.keypoint_importance]
+                    image = draw_importance(image, face.mesh[index, :2], np.array(recorded))
+                    explained = True
+        return draw(image, faces, heat_legend=explained)
 
-    @staticmethod
-    def _label(result: Face) -> str:
-        track = "" if result.track_id is None else f"#{result.track_id} "
-        return f"{track}{result.label} {result.probabilities[result.label]:.2f}"
-
-    def _save_crops(self, source: Path, faces: Faces, frame: str = "") -> None:
-        """Save each face's crop as ``<source name><frame>_face<i>.png`` (see OutputNames)."""
+    def _save_crops(self, source: Path, faces: DetectedFaces, frame: str = "") -> None:
+        """Save each face's crop as ``<source name><frame>_face<i>.png`` (see OutputNames) when
+        asked for (``crops_dir``)."""
+        if self.crops_dir is None:
+            return
         for index, crop in enumerate(faces.crops):
             rgb = (crop.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
             save_rgb(self.names.path(self.crops_dir, source, f"{frame}_face{index}.png"), rgb)
@@ -100,9 +100,8 @@ class PredictJob:
         for image, path, (faces, results) in zip(
             images, paths, self.recognizer.analyze_batch(images), strict=True
         ):
-            if self.crops_dir is not None:
-                self._save_crops(path, faces)
-            drawing = self.draw(image, faces, results) if annotate else None
+            self._save_crops(path, faces)
+            drawing = self.draw(image, results) if annotate else None
             described.append(([r.to_record() for r in results], drawing))
         return described
 
@@ -116,27 +115,28 @@ class PredictJob:
         if self.annotate_dir is not None:
             target = self.names.path(self.annotate_dir, name, ".mp4")
         found = 0
+        frames = self.recognizer.predict_video(source, self.every_n, self.smooth)
         try:
-            frames = self.recognizer.predict_video(source, self.every_n, self.smooth)
             for result in frames:
                 if target is not None and writer is None:
                     writer = VideoWriter(target, result.fps / self.every_n)
                 record: dict[str, Any] = result.to_record(path)
                 self.writer.write(record)
                 found += len(result.faces)
-                if self.crops_dir is not None:
-                    self._save_crops(name, result.pipeline_faces, f"_frame{result.frame}")
+                self._save_crops(name, result.pipeline_faces, f"_frame{result.frame}")
                 if writer is not None or self.show:
-                    drawing = self.draw(result.image, result.pipeline_faces, result.faces)
+                    drawing = self.draw(result.image, result.faces)
                     if writer is not None:
                         writer.write(drawing)
                     if self.show and not _show(drawing):
                         break
         finally:
+            frames.close()
             if writer is not None:
                 writer.close()
-        if self.recognizer.last_corrupt_frames:
-            log.warning("%s: %d corrupt frames skipped", path, self.recognizer.last_corrupt_frames)
+        corrupt = frames.summary.corrupt_frames
+        if corrupt:
+            log.warning("%s: %d corrupt frames skipped", path, corrupt)
         return found
 
 

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from keyfer.data.precrop import PAD_VALUE
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE
 from keyfer.faces.ibug68 import ibug68
+from keyfer.metrics.classification import classification_report
+from keyfer.metrics.plots import save_accuracy_png
 from keyfer.nkf.perturbation import perturb_keypoints
-from keyfer.train.metrics import classification_report
-from keyfer.train.plots import save_accuracy_png
+from keyfer.preprocessing import PAD_VALUE
 
 if TYPE_CHECKING:
     from keyfer.nkf.model import Features, NKFModel
@@ -164,7 +164,7 @@ def occlusion_boxes(
     ``landmarks68`` (B, 68, 2) crop pixels and ``iod`` (B,) pixels of the clean crop;
     ``positions`` (B, 2) from :func:`patch_positions` (used by ``random`` only).
     """
-    if occlusion.kind == "random":
+    if occlusion.kind == "random" and occlusion.size is not None:  # a random one has a size
         low, high = landmarks68.amin(1), landmarks68.amax(1)
         centre = low + positions.to(low) * (high - low)
         side = max(1, round(occlusion.size * CROP_SIZE))

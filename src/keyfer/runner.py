@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,9 +19,10 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from keyfer.drawing import draw
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import FacePipeline
-from keyfer.io.annotate import draw_faces, save_rgb
+from keyfer.io.annotate import save_rgb
 from keyfer.io.images import (
     IMAGE_EXTENSIONS,
     ImageListing,
@@ -121,9 +122,11 @@ def run_images(
     With ``handle_video``, video files (named, or found in folders) go to it instead; it writes
     its own per-frame records and returns the number of faces it found.
     """
-    listing = inputs
-    if not isinstance(listing, ImageListing):
-        listing = list_inputs(inputs, videos=handle_video is not None)
+    listing = (
+        inputs
+        if isinstance(inputs, ImageListing)
+        else list_inputs(inputs, videos=handle_video is not None)
+    )
     summary = RunSummary(skipped=listing.skipped, empty_folders=listing.empty_folders)
     if listing.images:
         for folder in listing.empty_folders:
@@ -136,14 +139,15 @@ def run_images(
         outcomes = iter(_describe_all(describe, readable, annotation_path is not None))
         for path, image in pending:
             outcome = next(outcomes) if isinstance(image, np.ndarray) else image
-            if isinstance(outcome, Exception):
+            if isinstance(image, Exception) or isinstance(outcome, Exception):
                 summary.errors += 1
                 log.error("%s", outcome)
                 writer.write(image_record(path, error=str(outcome)))
                 continue
             faces, annotated = outcome
             error = None
-            if annotated is not None:  # a copy that cannot be saved: an error, faces kept
+            # A copy that cannot be saved: an error, faces kept.
+            if annotated is not None and annotation_path is not None:
                 error = _save_annotation(annotation_path(path), annotated, path)
             if error is not None:
                 summary.errors += 1
@@ -163,7 +167,7 @@ def run_images(
             summary.images += 1
             try:
                 image = decoded.result()
-                if image is None:  # a video: its own records, after the images before it
+                if image is None and handle_video is not None:  # a video: its own records
                     flush()
                     summary.videos += 1
                     summary.faces += handle_video(path)
@@ -196,7 +200,7 @@ def _save_annotation(target: Path, annotated: np.ndarray, source: Path) -> str |
 
 def _describe_all(
     describe: DescribeBatch, items: list[tuple[Path, np.ndarray]], annotate: bool
-) -> list[tuple[list[dict[str, Any]], np.ndarray | None] | Exception]:
+) -> Sequence[tuple[list[dict[str, Any]], np.ndarray | None] | Exception]:
     """``describe`` on the whole batch, or image by image (errors in place) if the batch fails."""
     if not items:
         return []
@@ -220,7 +224,7 @@ def landmarks_describer(pipeline: FacePipeline) -> DescribeBatch:
 
     def describe(images: list[np.ndarray], paths: list[Path], annotate: bool):
         return [
-            (face_records(faces), draw_faces(image, faces) if annotate else None)
+            (face_records(faces), draw(image, faces) if annotate else None)
             for image, faces in zip(images, pipeline.batch(images), strict=True)
         ]
 

@@ -61,14 +61,14 @@ class FaceTracker:
         smoothed = np.array(probabilities, dtype=np.float64)
         ids = []
         for i, box in enumerate(boxes):
-            track = matched.get(i)
-            if track is None:
-                track = _Track(self.next_id, box, smoothed[i])
+            found = matched.get(i)
+            if found is None:
+                found = _Track(self.next_id, box, smoothed[i])
                 self.next_id += 1
-                self.tracks.append(track)
+                self.tracks.append(found)
             else:
-                smoothed[i] = EMA_WEIGHT * smoothed[i] + (1 - EMA_WEIGHT) * track.probabilities
-                track.box, track.probabilities, track.missed = box, smoothed[i], 0
-            ids.append(track.track_id)
+                smoothed[i] = EMA_WEIGHT * smoothed[i] + (1 - EMA_WEIGHT) * found.probabilities
+                found.box, found.probabilities, found.missed = box, smoothed[i], 0
+            ids.append(found.track_id)
         self.tracks = [t for t in self.tracks if t.missed <= MAX_MISSED_FRAMES]
         return ids, smoothed

@@ -73,8 +73,8 @@ def recall_and_fp(gt, boxes_by_img, how):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--afw", default="/work/shared/data/afw")
-    ap.add_argument("--res", default="/work/main/docs/results/mediapipe_reference")
+    ap.add_argument("--afw", default=os.path.join(os.environ.get("KEYFER_DATA", "."), "afw"))
+    ap.add_argument("--res", default=os.path.dirname(os.path.abspath(__file__)))
     a = ap.parse_args()
     mesh = json.load(lzma.open(os.path.join(a.res, "mediapipe_facemesh_afw.json.xz"), "rt"))
     det = json.load(open(os.path.join(a.res, "mediapipe_detection_afw.json")))

@@ -9,6 +9,8 @@ import argparse, glob, json, os
 import cv2
 import mediapipe as mp
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 MESH_SETTINGS = dict(static_image_mode=True, max_num_faces=20,
                      refine_landmarks=False, min_detection_confidence=0.5)
 DET_SETTINGS = dict(model_selection=0, min_detection_confidence=0.5)
@@ -70,9 +72,9 @@ def settings(kind):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--afw", default="/work/shared/data/afw")
-    ap.add_argument("--astronaut", default="/work/main/examples/astronaut.png")
-    ap.add_argument("--out", default="/work/main/docs/results/mediapipe_reference")
+    ap.add_argument("--afw", default=os.path.join(os.environ.get("KEYFER_DATA", "."), "afw"))
+    ap.add_argument("--astronaut", default=os.path.join(HERE, "../../../examples/astronaut.png"))
+    ap.add_argument("--out", default=HERE)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
 

@@ -1,5 +1,5 @@
-"""Dataset adapters in their official on-disk formats, the class vocabulary, the one sample
-loader, and the preparation of pre-cropped faces for FaceMesh."""
+"""Dataset adapters in their official on-disk formats, the class vocabulary and the one sample
+loader. Preparing a pre-cropped face for a model is :mod:`keyfer.preprocessing`'s job."""
 
 from keyfer.data.affectnet import load_affectnet
 from keyfer.data.datasets import DATASETS, load_split
@@ -7,7 +7,6 @@ from keyfer.data.fer2013 import load_fer2013
 from keyfer.data.ferplus import FerPlusSplit, load_ferplus, read_label_csv
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import CLASSES, Sample, canonical_class
-from keyfer.data.precrop import precrop_to_facemesh, precrop_transform, to_gray3
 from keyfer.data.rafdb import load_rafdb
 from keyfer.data.samples import load_sample_image
 from keyfer.data.split import DatasetSplit
@@ -26,8 +25,5 @@ __all__ = [
     "load_rafdb",
     "load_sample_image",
     "load_split",
-    "precrop_to_facemesh",
-    "precrop_transform",
     "read_label_csv",
-    "to_gray3",
 ]

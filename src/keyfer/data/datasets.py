@@ -28,6 +28,7 @@ from keyfer.data.ferplus import LABEL_MODES, load_ferplus
 from keyfer.data.folder import load_folder
 from keyfer.data.labels import CLASSES
 from keyfer.data.rafdb import load_rafdb
+from keyfer.data.roots import data_root, missing_root_hint
 from keyfer.data.split import MALFORMED_ROW, MISSING_IMAGE, DatasetSplit
 from keyfer.errors import KeyferError
 
@@ -92,7 +93,8 @@ def dataset_spec(dataset: str) -> DatasetSpec:
 def load_split(
     dataset: str, root: str | Path, split: str | None, label_mode: str = "majority"
 ) -> DatasetSplit:
-    """Split ``split`` of ``dataset`` under ``root`` (the dataset's root as distributed).
+    """Split ``split`` of ``dataset`` under ``root`` (the dataset's root as distributed; a
+    relative one is under ``KEYFER_DATA`` when that is set, :func:`keyfer.data.roots.data_root`).
 
     ``split`` may be None only for ``folder`` (whose one split is ``all``). ``label_mode``:
     ``majority`` (one-hot targets) or ``probability`` (soft targets from the annotators' votes,
@@ -108,9 +110,9 @@ def load_split(
         raise KeyferError(
             f"{dataset} has no split {split!r}; choose --split from {', '.join(spec.splits)}"
         )
-    root = Path(root)
+    root = data_root(root)
     if not root.is_dir():
-        raise KeyferError(f"the {dataset} root {root} is not a folder")
+        raise KeyferError(f"the {dataset} root {root} is not a folder; {missing_root_hint()}")
     return spec.load(root, split, label_mode)
 
 

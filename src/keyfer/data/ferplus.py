@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -169,5 +170,5 @@ def _read_rows(path: Path) -> tuple[list[tuple[Path, list[int]]], list[str]]:
         elif None in votes:
             skip(line, f"votes {row[2:]} are not whole numbers in 0..{MAX_VOTES}")
         else:
-            parsed.append((image, votes))
+            parsed.append((image, cast(list[int], votes)))
     return parsed, malformed

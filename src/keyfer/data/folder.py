@@ -42,7 +42,7 @@ def load_folder(root: str | Path) -> list[Sample]:
         )
     if not folders:
         raise KeyferError(f"{root} holds no class folders; expected e.g. {root / 'happy'}/")
-    samples = []
+    samples: list[Sample] = []
     for folder in folders:
         listing = find_images(folder)
         if listing.skipped:

@@ -1,7 +1,7 @@
 """Read a :class:`~keyfer.data.labels.Sample`'s face: the one image loader of training and eval.
 
 Every dataset comes out as a pre-cropped face in the FERPlus sense (the face from the brows to
-the chin filling a square), which :func:`keyfer.data.precrop.prepare_face` then pads with its
+the chin filling a square), which :func:`keyfer.preprocessing.prepare_face` then pads with its
 margin for FaceMesh. A sample is read from its file or its in-memory ``pixels``, then:
 
 - with a ``box`` (AffectNet's CSV face box, a detector-style box around the face), the square of

@@ -19,12 +19,18 @@ _RIGHT_EYE, _LEFT_EYE = 0, 1  # detector keypoints; the subject's right eye is o
 _MESH_RIGHT_EYE_OUTER, _MESH_LEFT_EYE_OUTER = 33, 263
 
 
-def crop_to_image_from_detections(boxes: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-    """(N, 2, 3) crop->image similarity transforms from boxes (N, 4) and keypoints (N, 6, 2)."""
+def crop_to_image_from_detections(
+    boxes: torch.Tensor, keypoints: torch.Tensor | None
+) -> torch.Tensor:
+    """(N, 2, 3) crop->image similarity transforms from boxes (N, 4) and keypoints (N, 6, 2),
+    the eyes levelled; upright crops when ``keypoints`` is None."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     side = ROI_SCALE * (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
-    eye_line = keypoints[:, _LEFT_EYE] - keypoints[:, _RIGHT_EYE]
-    angle = torch.atan2(eye_line[:, 1], eye_line[:, 0])
+    if keypoints is None:
+        angle = torch.zeros_like(side)
+    else:
+        eye_line = keypoints[:, _LEFT_EYE] - keypoints[:, _RIGHT_EYE]
+        angle = torch.atan2(eye_line[:, 1], eye_line[:, 0])
     return similarity(centre, side / CROP_SIZE, angle)
 
 

@@ -4,8 +4,9 @@ All outputs are in original image pixels, a pixel's centre at integer + 0.5.
 The short-range model sees the whole image letterboxed into 128x128, so faces smaller than about
 an eighth of the image's long side are missed. ``tiling=True`` adds overlapping square tiles of
 :data:`TILE_FRACTIONS` of the long side (by default one level, 1/3; at least 256 px), run in the
-same batch, and adds the faces only the tiles found (``scripts/tiling_study.py`` measured the
-levels on AFW); a loose box that holds a better detection of the same face is then dropped.
+same batch, and adds the faces only the tiles found (``studies/2026-11-tiling/tiling_study.py``
+measured the levels on AFW); a loose box that holds a better detection of the same face is then
+dropped.
 """
 
 from __future__ import annotations
@@ -28,19 +29,21 @@ TILE_FRACTIONS = (1 / 3,)
 _TILE_OVERLAP = 0.25
 _MIN_TILE = 256  # px; smaller tiles would only add faces under about 30 px, too small to read
 _CUT_TOLERANCE = 0.02  # fraction of a tile a box may cross an inner tile edge
+_Found = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes, keypoints, scores
 
 
 @dataclass(frozen=True)
 class Detections:
     """Faces found in one image: ``boxes`` (N, 4) as (x0, y0, x1, y1), ``keypoints`` (N, 6, 2)
-    as (x, y) in :data:`KEYPOINT_NAMES` order (the subject's right eye first), ``scores`` (N,)."""
+    as (x, y) in :data:`KEYPOINT_NAMES` order (the subject's right eye first), ``scores`` (N,).
+    Keypoints and scores are None for boxes that a caller gave (or a detector without them)."""
 
     boxes: torch.Tensor
-    keypoints: torch.Tensor
-    scores: torch.Tensor
+    keypoints: torch.Tensor | None
+    scores: torch.Tensor | None
 
     def __len__(self) -> int:
-        return len(self.scores)
+        return len(self.boxes)
 
 
 @dataclass(frozen=True)
@@ -187,21 +190,25 @@ class FaceDetector:
         keep = self._uncut(boxes, view_index, views)
         return view_index[keep], boxes[keep], keypoints[keep], scores[keep]
 
-    def _merge(self, whole: tuple[torch.Tensor, ...], tiles: tuple[torch.Tensor, ...]):
+    def _merge(self, whole: _Found, tiles: _Found) -> Detections:
         """One image's detections, each given as (boxes, keypoints, scores): the whole-image
         view's, plus the faces that only the tiles found, less the loose boxes that hold a
         better detection (:func:`holds_better`)."""
-        whole = weighted_nms(*whole, self.iou_threshold)
+        boxes, keypoints, scores = weighted_nms(*whole, self.iou_threshold)
         if len(tiles[0]):
-            tiles = weighted_nms(*tiles, self.iou_threshold)
+            tile_boxes, tile_keypoints, tile_scores = weighted_nms(*tiles, self.iou_threshold)
             # The whole-image pass is MediaPipe's own; tiles only add the faces it missed.
-            new = [bool((box_iou(whole[0], box) <= self.iou_threshold).all()) for box in tiles[0]]
-            new = torch.tensor(new, dtype=torch.bool)
-            whole = tuple(torch.cat([w, t[new]]) for w, t in zip(whole, tiles, strict=True))
+            new = torch.tensor(
+                [bool((box_iou(boxes, box) <= self.iou_threshold).all()) for box in tile_boxes],
+                dtype=torch.bool,
+            )
+            boxes = torch.cat([boxes, tile_boxes[new]])
+            keypoints = torch.cat([keypoints, tile_keypoints[new]])
+            scores = torch.cat([scores, tile_scores[new]])
             # A loose box around a face that another view found better is that face again.
-            kept = ~holds_better(whole[0], whole[2])
-            whole = tuple(t[kept] for t in whole)
-        return Detections(*(t.cpu() for t in whole))
+            kept = ~holds_better(boxes, scores)
+            boxes, keypoints, scores = boxes[kept], keypoints[kept], scores[kept]
+        return Detections(boxes.cpu(), keypoints.cpu(), scores.cpu())
 
     @staticmethod
     def _uncut(boxes: torch.Tensor, view_index: torch.Tensor, views: Sequence[_View]):

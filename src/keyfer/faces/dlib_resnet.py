@@ -130,6 +130,8 @@ class DlibBlock(nn.Module):
 class DlibResNet(nn.Module):
     """dlib's face-recognition ResNet: 128-d descriptors of 150x150 chips, with optional taps."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) dlib's input mean, a buffer
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1), persistent=False)

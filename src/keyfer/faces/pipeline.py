@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from keyfer.errors import KeyferError
 from keyfer.faces import align
 from keyfer.faces.detector import Detections, FaceDetector
 from keyfer.faces.facemesh import FaceMesh, FaceMeshOutput
 from keyfer.faces.ibug68 import ibug68
 
 DEFAULT_MIN_PRESENCE = 0.5
+Boxes = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
+"""(N, 4) face boxes x0, y0, x1, y1 in image pixels, as an array, a CPU tensor or nested lists."""
+
+
+class Detector(Protocol):
+    """A face detector :class:`FacePipeline` can use (keyfer's is :class:`FaceDetector`).
+
+    ``detect_batch`` takes (H, W, 3) uint8 RGB images and returns one :class:`Detections` per
+    image, in image pixels with pixel centres at integer + 0.5: ``boxes`` (N, 4) as x0, y0, x1,
+    y1 on the CPU, ``scores`` (N,) or None, and ``keypoints`` (N, 6, 2) in
+    :data:`~keyfer.faces.detector.KEYPOINT_NAMES` order or None. The pipeline's crop is
+    MediaPipe's: centred on the box, 1.5 x its longer side, so boxes about as tight as
+    BlazeFace's (brows to chin) work best. Keypoints level the crop by the eyes (the first two
+    points); without them the crop is upright.
+    """
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
 @dataclass(frozen=True)
-class Faces:
-    """The N faces of one image, in original image pixels (pixel centres at integer + 0.5).
+class DetectedFaces:
+    """The N faces the pipeline found in one image, in original image pixels (pixel centres at
+    integer + 0.5), as tensors on the CPU (``taps`` on the pipeline's device).
 
     ``boxes`` (N, 4) x0, y0, x1, y1; ``scores`` (N,) detector scores; ``keypoints6`` (N, 6, 2);
     ``presence`` (N,) FaceMesh face presence; ``mesh`` (N, 468, 3) with z in the x pixel scale;
     ``landmarks68`` (N, 68, 2); ``crop_to_image`` (N, 2, 3) each face's alignment;
     ``crops`` (N, 3, 192, 192) the aligned RGB crops in [0, 1]; ``taps`` {stride: (N, C, h, w)}.
+    ``scores`` and ``keypoints6`` are None for faces whose boxes were given, not detected.
     """
 
     boxes: torch.Tensor
-    scores: torch.Tensor
-    keypoints6: torch.Tensor
+    scores: torch.Tensor | None
+    keypoints6: torch.Tensor | None
     presence: torch.Tensor
     mesh: torch.Tensor
     landmarks68: torch.Tensor
@@ -37,17 +59,36 @@ class Faces:
     taps: dict[int, torch.Tensor]
 
     def __len__(self) -> int:
-        return len(self.scores)
+        return len(self.boxes)
 
 
 @dataclass(frozen=True)
 class Located:
     """Faces found and aligned in one image, before FaceMesh: the detections, their (N, 2, 3)
-    ``crop_to_image`` transforms and (N, 3, 192, 192) RGB ``crops`` in [0, 1]."""
+    ``crop_to_image`` transforms and (N, 3, 192, 192) RGB ``crops`` in [0, 1]. ``given``:
+    the boxes came from the caller, and every one is kept whatever FaceMesh's presence."""
 
     detections: Detections
     crop_to_image: torch.Tensor
     crops: torch.Tensor
+    given: bool = False
+
+
+def given_detections(boxes: Boxes) -> Detections:
+    """:class:`Detections` of caller-supplied (N, 4) boxes x0, y0, x1, y1 in image pixels
+    (pixel centres at integer + 0.5), without scores or keypoints. Raises :class:`KeyferError`
+    for another shape, a value that is not finite, or a box without area."""
+    try:
+        tensor = torch.as_tensor(boxes, dtype=torch.float32).cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise KeyferError(f"boxes must be an (N, 4) array of numbers: {error}") from error
+    if tensor.numel() == 0:
+        tensor = tensor.reshape(0, 4)
+    if tensor.ndim != 2 or tensor.shape[1] != 4:
+        raise KeyferError(f"boxes must be (N, 4) x0, y0, x1, y1, got shape {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all() or not (tensor[:, 2:] > tensor[:, :2]).all():
+        raise KeyferError("boxes must be finite x0, y0, x1, y1 with x1 > x0 and y1 > y0")
+    return Detections(tensor, None, None)
 
 
 class FacePipeline:
@@ -55,7 +96,9 @@ class FacePipeline:
 
     Faces whose FaceMesh presence is below ``min_presence`` are dropped as false detections.
     ``facemesh`` shares an already loaded frozen FaceMesh instead of loading another;
-    ``detector_network`` replaces the detector's network (see :class:`FaceDetector`).
+    ``detector_network`` replaces the detector's network (see :class:`FaceDetector`), and
+    ``detector`` replaces keyfer's detector with any :class:`Detector` (``tiling``,
+    ``detector_threshold`` and ``detector_network`` then do not apply).
     """
 
     def __init__(
@@ -67,50 +110,67 @@ class FacePipeline:
         refine: int = 0,
         facemesh: FaceMesh | None = None,
         detector_network: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        detector: Detector | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.detector = FaceDetector(
+        if detector is not None and detector_network is not None:
+            raise KeyferError("give a detector or a detector_network, not both")
+        self.detector: Detector = detector or FaceDetector(
             detector_threshold, tiling=tiling, device=self.device, network=detector_network
         )
         self.facemesh = facemesh or FaceMesh.from_pretrained().to(self.device)
         self.min_presence = min_presence
         self.refine = refine
 
-    def locate(self, image: np.ndarray) -> Located:
-        """Detection and alignment (and the ``refine`` passes) of one (H, W, 3) RGB image."""
-        return self.locate_batch([image])[0]
+    def locate(self, image: np.ndarray, boxes: Boxes | None = None) -> Located:
+        """Detection and alignment (and the ``refine`` passes) of one (H, W, 3) RGB image;
+        ``boxes`` (N, 4) replace the detector (see :meth:`locate_batch`)."""
+        return self.locate_batch([image], None if boxes is None else [boxes])[0]
 
     @torch.inference_mode()
-    def locate_batch(self, images: Sequence[np.ndarray]) -> list[Located]:
-        """:meth:`locate` for many images, with their detector views batched together."""
+    def locate_batch(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Boxes] | None = None
+    ) -> list[Located]:
+        """:meth:`locate` for many images, with their detector views batched together. With
+        ``boxes`` (one (N, 4) array of x0, y0, x1, y1 per image, image pixels), the faces are
+        those boxes, each kept (see :func:`given_detections` and :class:`Detector`)."""
+        if boxes is None:
+            found = self.detector.detect_batch(images)
+        elif len(boxes) != len(images):
+            raise KeyferError(f"{len(boxes)} box arrays for {len(images)} images")
+        else:
+            found = [given_detections(b) for b in boxes]
         return [
-            self._align(image, detections)
-            for image, detections in zip(images, self.detector.detect_batch(images), strict=True)
+            self._align(image, detections, boxes is not None)
+            for image, detections in zip(images, found, strict=True)
         ]
 
-    def _align(self, image: np.ndarray, detections: Detections) -> Located:
+    def _align(self, image: np.ndarray, detections: Detections, given: bool) -> Located:
         crop_to_image = align.crop_to_image_from_detections(detections.boxes, detections.keypoints)
         for _ in range(self.refine):
             crops = align.extract_crops(image, crop_to_image)
             out = self.facemesh(crops.to(self.device))
             mesh = align.mesh_to_image(crop_to_image, out.mesh.float().cpu())
             crop_to_image = align.crop_to_image_from_mesh(mesh)
-        return Located(detections, crop_to_image, align.extract_crops(image, crop_to_image))
+        crops = align.extract_crops(image, crop_to_image)
+        return Located(detections, crop_to_image, crops, given)
 
     def kept(self, presence: torch.Tensor) -> torch.Tensor:
         """(N,) bool on the CPU: the faces whose FaceMesh ``presence`` (N,) is high enough."""
         return (presence >= self.min_presence).cpu()
 
-    def finish(self, located: Located, out: FaceMeshOutput) -> Faces:
-        """:class:`Faces` from located faces and FaceMesh's output on their crops."""
-        keep = self.kept(out.presence)
+    def finish(self, located: Located, out: FaceMeshOutput) -> DetectedFaces:
+        """:class:`DetectedFaces` from located faces and FaceMesh's output on their crops."""
+        keep = torch.ones(len(located.crops), dtype=torch.bool)
+        if not located.given:
+            keep = self.kept(out.presence)
         crop_to_image = located.crop_to_image[keep]
         mesh = align.mesh_to_image(crop_to_image, out.mesh.float().cpu()[keep])
         detections = located.detections
-        return Faces(
+        return DetectedFaces(
             boxes=detections.boxes[keep],
-            scores=detections.scores[keep],
-            keypoints6=detections.keypoints[keep],
+            scores=None if detections.scores is None else detections.scores[keep],
+            keypoints6=None if detections.keypoints is None else detections.keypoints[keep],
             presence=out.presence.float().cpu()[keep],
             mesh=mesh,
             landmarks68=ibug68(mesh[..., :2]),
@@ -120,16 +180,24 @@ class FacePipeline:
         )
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, taps: Iterable[int] = ()) -> Faces:
-        """Find the faces of an (H, W, 3) uint8 RGB image and their landmarks."""
-        located = self.locate(image)
+    def __call__(
+        self, image: np.ndarray, taps: Iterable[int] = (), boxes: Boxes | None = None
+    ) -> DetectedFaces:
+        """Find the faces of an (H, W, 3) uint8 RGB image and their landmarks; with ``boxes``
+        (N, 4), the faces in those boxes instead, one each, in order."""
+        located = self.locate(image, boxes)
         return self.finish(located, self.facemesh(located.crops.to(self.device), taps=taps))
 
     @torch.inference_mode()
-    def batch(self, images: Sequence[np.ndarray], batch_size: int = 32) -> list[Faces]:
+    def batch(
+        self,
+        images: Sequence[np.ndarray],
+        batch_size: int = 32,
+        boxes: Sequence[Boxes] | None = None,
+    ) -> list[DetectedFaces]:
         """:meth:`__call__` for many images, with FaceMesh run on up to ``batch_size`` crops at
-        a time across images (faster per face); no taps."""
-        located = self.locate_batch(images)
+        a time across images (faster per face); no taps. ``boxes``: see :meth:`locate_batch`."""
+        located = self.locate_batch(images, boxes)
         crops = torch.cat([found.crops for found in located])
         outputs = [self.facemesh(chunk.to(self.device)) for chunk in crops.split(batch_size)]
         mesh = torch.cat([o.mesh for o in outputs]) if outputs else torch.zeros(0, 468, 3)
@@ -141,3 +209,14 @@ class FacePipeline:
             faces.append(self.finish(found, out))
             start = stop
         return faces
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Faces":
+        warnings.warn(
+            "keyfer.faces.pipeline.Faces is now DetectedFaces; the old name goes in keyfer 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DetectedFaces
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ left) and the chin -> forehead line (152 -> 10); their cross product is the face
 All three are 0 for a frontal, upright face. The chin -> forehead line leans back from the face
 plane, so the raw pitch of a frontal face is negative; ``PITCH_OFFSET`` removes that: it is the
 median raw pitch of the FaceMesh meshes of the AFW faces (1,356 detections with presence > 0.9
-from ``keyfer landmarks ../shared/data/afw``; the example image reads -10.9 raw).
+from ``keyfer landmarks $KEYFER_DATA/afw``; the example image reads -10.9 raw).
 """
 
 from __future__ import annotations

@@ -8,8 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyfer.faces.pipeline import Faces
-
 _BOX = (0, 255, 0)
 _UNRELIABLE_BOX = (255, 176, 0)
 _LANDMARK = (255, 64, 64)
@@ -129,12 +127,16 @@ def _draw_heat_legend(canvas: np.ndarray, font: _Text, taken: list[Rect]) -> Non
 
 def draw_faces(
     image: np.ndarray,
-    faces: Faces,
+    boxes: np.ndarray,
+    landmarks68: np.ndarray,
+    keypoints6: np.ndarray | None = None,
     labels: Sequence[str] = (),
     reliable: Sequence[bool] = (),
     heat_legend: bool = False,
 ) -> np.ndarray:
-    """A copy of an (H, W, 3) RGB image with each face's box, 68 landmarks and 6 keypoints.
+    """A copy of an (H, W, 3) RGB image with each face's box, 68 landmarks and 6 keypoints,
+    given as (N, 4) ``boxes`` x0, y0, x1, y1, (N, 68, 2) ``landmarks68`` and (N, 6, 2)
+    ``keypoints6`` (or None) in image pixels, pixel centres at integer + 0.5.
 
     When given, each face's text label sits on a filled background above its box (below it when
     that overlaps fewer faces and labels), always inside the image. A face whose ``reliable``
@@ -144,24 +146,26 @@ def draw_faces(
     thickness = max(1, round(max(image.shape[:2]) / 500))
     font = _Text(max(0.4, thickness * 0.5), thickness)
     # OpenCV draws at integer pixel centres; keyfer's centres are at +0.5.
-    boxes = np.round(faces.boxes.numpy() - 0.5).astype(int).tolist()
-    taken: list[Rect] = [(x0, y0, x1 + 1, y1 + 1) for x0, y0, x1, y1 in boxes]
-    flags = list(reliable) if reliable else [True] * len(boxes)
+    rects = np.round(np.asarray(boxes) - 0.5).astype(int).reshape(-1, 4).tolist()
+    taken: list[Rect] = [(x0, y0, x1 + 1, y1 + 1) for x0, y0, x1, y1 in rects]
+    flags = list(reliable) if reliable else [True] * len(rects)
     colours = [_BOX if flag else _UNRELIABLE_BOX for flag in flags]
-    landmarks, keypoints = faces.landmarks68.numpy(), faces.keypoints6.numpy()
-    for index, (x0, y0, x1, y1) in enumerate(boxes):
+    point_sets = [(np.asarray(landmarks68), _LANDMARK)]
+    if keypoints6 is not None:
+        point_sets.append((np.asarray(keypoints6), _KEYPOINT))
+    for index, (x0, y0, x1, y1) in enumerate(rects):
         if flags[index]:
             cv2.rectangle(canvas, (x0, y0), (x1, y1), colours[index], thickness, cv2.LINE_AA)
         else:
             _dashed_rectangle(canvas, (x0, y0), (x1, y1), colours[index], thickness)
         radius = max(1, round((x1 - x0) / 90))
-        for points, point_colour in ((landmarks[index], _LANDMARK), (keypoints[index], _KEYPOINT)):
-            for x, y in np.round(points - 0.5).astype(int):
+        for points, point_colour in point_sets:
+            for x, y in np.round(points[index] - 0.5).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), radius, point_colour, -1, cv2.LINE_AA)
     if labels:
-        for box, label, flag, colour in zip(boxes, labels, flags, colours, strict=True):
+        for rect, label, flag, colour in zip(rects, labels, flags, colours, strict=True):
             text = label if flag else label + _UNRELIABLE_MARK
-            _draw_label(canvas, text, tuple(box), colour, font, taken)
+            _draw_label(canvas, text, (rect[0], rect[1], rect[2], rect[3]), colour, font, taken)
     if heat_legend:
         _draw_heat_legend(canvas, font, taken)
     return canvas

@@ -29,6 +29,9 @@ from keyfer.errors import ImageReadError
 log = logging.getLogger(__name__)
 
 StrPath = str | os.PathLike[str]
+ImageInput = StrPath | Image.Image | np.ndarray
+"""An image as the Python API takes it: a file path, a PIL image or an array (see
+:func:`as_rgb_array`)."""
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jp2", ".pbm", ".pgm",
@@ -112,6 +115,14 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, "the array")
     raise ImageReadError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array of a path (:func:`read_image`: EXIF rotation applied), a
+    PIL image or an array (:func:`to_rgb_array`)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    return to_rgb_array(image)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import gc
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -21,7 +21,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from keyfer.faces.pipeline import Faces
+from keyfer.faces.pipeline import DetectedFaces
 from keyfer.io.outputs import STDOUT
 
 SCHEMA_VERSION = 2
@@ -45,13 +45,21 @@ CSV_COLUMNS = (
 )
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-_COORD_DECIMALS = 2
-_SCORE_DECIMALS = 4
+COORD_DECIMALS = 2
+"""Decimals of the records' coordinates (boxes, keypoints, landmarks, mesh): 0.01 px."""
+SCORE_DECIMALS = 4
+"""Decimals of the records' detector scores, presence, probabilities and importances."""
+POSE_DECIMALS = 2
+"""Decimals of the records' head pose angles, in degrees."""
 
 
-def _rounded(values: torch.Tensor, decimals: int) -> Any:
+def rounded(values: np.ndarray | torch.Tensor | float | None, decimals: int) -> Any:
+    """``values`` rounded half to even to ``decimals`` in float64, as (nested) Python floats;
+    None stays None."""
+    if values is None:
+        return None
     # numpy rounds and converts to lists about 5x faster than torch.
-    return np.round(values.double().numpy(), decimals).tolist()
+    return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
 
 
 @contextlib.contextmanager
@@ -68,21 +76,39 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def face_records(faces: Faces) -> list[dict[str, Any]]:
-    """One JSON-ready dict per face, in the order of ``faces``."""
+def face_record(
+    box: np.ndarray,
+    score: float | None,
+    presence: float,
+    keypoints6: np.ndarray | None,
+    landmarks68: np.ndarray,
+    mesh: np.ndarray,
+) -> dict[str, Any]:
+    """The JSON-ready record of one face, from its (4,) box, (6, 2) keypoints, (68, 2)
+    landmarks and (468, 3) mesh in image pixels (score and keypoints None for a given box)."""
     with _cyclic_gc_paused():
-        columns = {
-            "box": _rounded(faces.boxes, _COORD_DECIMALS),
-            "score": _rounded(faces.scores, _SCORE_DECIMALS),
-            "presence": _rounded(faces.presence, _SCORE_DECIMALS),
-            "keypoints6": _rounded(faces.keypoints6, _COORD_DECIMALS),
-            "landmarks68": _rounded(faces.landmarks68, _COORD_DECIMALS),
-            "mesh": _rounded(faces.mesh, _COORD_DECIMALS),
+        return {
+            "box": rounded(box, COORD_DECIMALS),
+            "score": rounded(score, SCORE_DECIMALS),
+            "presence": rounded(presence, SCORE_DECIMALS),
+            "keypoints6": rounded(keypoints6, COORD_DECIMALS),
+            "landmarks68": rounded(landmarks68, COORD_DECIMALS),
+            "mesh": rounded(mesh, COORD_DECIMALS),
         }
-        return [
-            dict(zip(columns, values, strict=True))
-            for values in zip(*columns.values(), strict=True)
-        ]
+
+
+def face_records(faces: DetectedFaces) -> list[dict[str, Any]]:
+    """One JSON-ready dict per face (:func:`face_record`), in the order of ``faces``."""
+    columns = [
+        faces.boxes.numpy(),
+        [None] * len(faces) if faces.scores is None else faces.scores.numpy(),
+        faces.presence.numpy(),
+        [None] * len(faces) if faces.keypoints6 is None else faces.keypoints6.numpy(),
+        faces.landmarks68.numpy(),
+        faces.mesh.numpy(),
+    ]
+    with _cyclic_gc_paused():
+        return [face_record(*values) for values in zip(*columns, strict=True)]
 
 
 def image_record(
@@ -162,7 +188,7 @@ class RecordWriter:
         header: dict[str, Any],
         echo: bool = False,
         csv_path: Path | None = None,
-        classes: list[str] = (),
+        classes: Sequence[str] = (),
     ) -> None:
         self.json_path = json_path
         self.header = {"schema_version": SCHEMA_VERSION, **header}

@@ -154,24 +154,25 @@ class VideoWriter:
     def write(self, image: np.ndarray) -> None:
         """Append an (H, W, 3) RGB frame (all of one size)."""
         if self.writer is None:
-            self._open(*image.shape[1::-1])
+            self.writer = self._open(*image.shape[1::-1])
         self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
-    def _open(self, width: int, height: int) -> None:
-        """Open the temporary file for width x height frames."""
+    def _open(self, width: int, height: int) -> cv2.VideoWriter:
+        """Open the temporary file for width x height frames; returns its writer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.parent / f".keyfer-{uuid.uuid4().hex}.mp4"
-        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+        fourcc = cv2.VideoWriter.fourcc(*"mp4v")
         with _opencv_name(self.path.parent) as folder:
             name = os.path.join(folder, temporary.name)
             writer = cv2.VideoWriter(name, fourcc, self.fps, (width, height))
         if not writer.isOpened():
             temporary.unlink(missing_ok=True)
             raise OSError(f"cannot write {self.path}: OpenCV cannot write an mp4 video there")
-        self.writer, self._temporary = writer, temporary
+        self._temporary = temporary
+        return writer
 
     def close(self) -> None:
         """Finish the file and give it its name."""
-        if self.writer is not None:
+        if self.writer is not None and self._temporary is not None:
             self.writer.release()
             os.replace(self._temporary, self.path)

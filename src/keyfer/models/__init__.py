@@ -1,1 +1,3 @@
-"""Shipped expression models: a registry of records, each with its weights in this folder."""
+"""Expression models ready to use: the registry of shipped models (records and weights in this
+folder), checkpoint files, and :func:`~keyfer.models.registry.create_model`, the one loader of
+both, whose models describe themselves (:class:`~keyfer.models.info.ModelInfo`)."""

@@ -1,4 +1,5 @@
-"""The model registry: ``create_model(name)`` and ``list_models()`` (after timm's factory).
+"""The model registry: ``create_model(name_or_checkpoint)`` and ``list_models()`` (after timm's
+factory).
 
 Each shipped model is a ``<name>.json`` record beside its ``<name>.safetensors`` head weights in
 this folder. The record states the weights' sha256, the label names in canonical order, the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -19,9 +22,12 @@ from typing import Any
 from safetensors.torch import load
 
 from keyfer.errors import KeyferError, WeightsError
+from keyfer.models.checkpoint import checkpoint_model
+from keyfer.models.info import ModelInfo
 from keyfer.nkf.config import ModelConfig
 from keyfer.nkf.model import NKFModel
 
+log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).parent
 DEFAULT_MODEL = "keyfer-ferplus"
 """The model the API and the CLI use unless told otherwise."""
@@ -91,15 +97,21 @@ def load_head_weights(record: ModelRecord) -> dict:
     return {k: v.float() for k, v in load(data).items()}
 
 
-def create_model(name: str, pretrained: bool = True, **overrides: Any) -> NKFModel:
-    """Build a registered model, with its shipped weights when ``pretrained``.
-
-    ``overrides`` replace model-config fields (e.g. ``dropout=0.1``, or ``finetune_alignment=True``
-    to train it further); architecture changes need ``pretrained=False``.
-    """
+def _shipped_model(name: str, pretrained: bool, overrides: dict[str, Any]) -> NKFModel:
+    """A shipped model described by its record (its digest is :attr:`ModelRecord.digest`)."""
     record = get_record(name)
     config = ModelConfig(**{**record.config, **overrides})
     model = NKFModel(config)
+    pre = record.preprocessing
+    model.info = ModelInfo(
+        name=record.name,
+        classes=tuple(record.classes),
+        temperature=record.temperature,
+        color_mode=pre["color_mode"],
+        margin=pre["precrop_margin"],
+        padding=pre["precrop_padding"],
+        digest=record.digest,
+    )
     if pretrained:
         try:
             model.head.load_state_dict(load_head_weights(record))
@@ -109,3 +121,33 @@ def create_model(name: str, pretrained: bool = True, **overrides: Any) -> NKFMod
                 "use pretrained=False to change it"
             ) from error
     return model
+
+
+def create_model(
+    name_or_checkpoint: str | os.PathLike[str], pretrained: bool = True, **overrides: Any
+) -> NKFModel:
+    """The one loader of expression models: a shipped model by name (``list_models()``) or a
+    ``keyfer train`` checkpoint by path, with its weights when ``pretrained``. The model
+    describes itself in ``model.info`` (:class:`ModelInfo`: classes, temperature, colour mode,
+    pre-crop margin and padding, digest). It is on the CPU in training mode, as built.
+
+    ``overrides`` replace model-config fields (e.g. ``dropout=0.1``, or ``finetune_alignment=True``
+    to train it further); architecture changes need ``pretrained=False``. A shipped model's name
+    wins over a file or folder of that name (with a warning; ``./NAME`` loads the file).
+    """
+    source = os.fspath(name_or_checkpoint)
+    path = Path(source)
+    if source in list_models():
+        if path.exists():
+            log.warning(
+                "%s is the shipped model; give ./%s to load the file or folder of that name",
+                source,
+                source,
+            )
+        return _shipped_model(source, pretrained, overrides)
+    if path.suffix == ".pt" or path.exists():
+        return checkpoint_model(path, pretrained, **overrides)
+    raise KeyferError(
+        f"unknown model {source!r}: not a checkpoint file nor a shipped model "
+        f"({', '.join(list_models()) or 'none shipped'})"
+    )

@@ -10,6 +10,7 @@ from torch import nn
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import TAP_CHANNELS, FaceMesh
 from keyfer.faces.ibug68 import MESH_TO_IBUG68, ibug68, inter_ocular_distance
+from keyfer.models.info import ModelInfo
 from keyfer.nkf.appearance import (
     GLOBAL_CHANNELS as APPEARANCE_GLOBAL_CHANNELS,
 )
@@ -32,6 +33,8 @@ def keypoint_indices(keypoints: str | list[int]) -> list[int]:
         return list(MESH_TO_IBUG68)
     if keypoints == "mesh468":
         return list(range(468))
+    if isinstance(keypoints, str):
+        raise KeyferError(f"unknown keypoint set {keypoints!r}; use ibug68, mesh468 or a list")
     if NASAL_BASE_VERTEX not in keypoints:
         raise KeyferError("a custom keypoint list must include the nasal base (mesh vertex 2)")
     return list(keypoints)
@@ -61,13 +64,22 @@ def fuse(
     appearance branch's (B, K, Ca) and (B, 256) as ``config.appearance`` says (channels
     concatenated, FaceMesh first; see :func:`head_channels`)."""
     if config.appearance in ("keypoints", "both"):
-        keypoint_features = torch.cat([keypoint_features, appearance_keypoint_features], -1)
+        appearance_tokens = _needed(appearance_keypoint_features, config.appearance)
+        keypoint_features = torch.cat([keypoint_features, appearance_tokens], -1)
     if config.appearance in ("global", "both"):
+        appearance_feature = _needed(appearance_global, config.appearance)
         if config.appearance_global == "replace":
-            global_feature = appearance_global
+            global_feature = appearance_feature
         else:
-            global_feature = torch.cat([global_feature, appearance_global], -1)
+            global_feature = torch.cat([global_feature, appearance_feature], -1)
     return keypoint_features, global_feature
+
+
+def _needed(features: torch.Tensor | None, appearance: str) -> torch.Tensor:
+    """The appearance branch's ``features``, which the model's ``appearance`` setting uses."""
+    if features is None:
+        raise KeyferError(f"appearance {appearance!r} needs the appearance branch's features")
+    return features
 
 
 class Features(NamedTuple):
@@ -98,11 +110,15 @@ class NKFOutput(NamedTuple):
 
 class NKFModel(nn.Module):
     """Keypoint-Feature expression model on FaceMesh. Input: (B, 3, 192, 192) crops in [0, 1],
-    already in the model's colour mode (see :mod:`keyfer.data.precrop`)."""
+    already in the model's colour mode (see :mod:`keyfer.preprocessing`). A model loaded by
+    :func:`keyfer.create_model` describes itself in :attr:`info`."""
+
+    keypoint_index: torch.Tensor  # (K,) mesh vertex indices of the keypoints, a buffer
 
     def __init__(self, config: ModelConfig, pretrained_alignment: bool = True) -> None:
         super().__init__()
         self.config = config
+        self._info: ModelInfo | None = None
         self.facemesh = FaceMesh.from_pretrained(frozen=not config.finetune_alignment)
         if not pretrained_alignment:
             self.facemesh = FaceMesh().requires_grad_(config.finetune_alignment)
@@ -120,6 +136,22 @@ class NKFModel(nn.Module):
             num_keypoints=len(indices),
             representative=indices.index(NASAL_BASE_VERTEX),
         )
+
+    @property
+    def info(self) -> ModelInfo:
+        """Its classes, temperature and preprocessing; a model built from a bare config (being
+        trained) has none until its trainer gives it one."""
+        if self._info is None:
+            raise KeyferError(
+                "this model does not describe itself (built from a bare config); "
+                "load it with keyfer.create_model(name or checkpoint)"
+            )
+        return self._info
+
+    @info.setter
+    def info(self, info: ModelInfo) -> None:
+        info.check(self.config)
+        self._info = info
 
     def train(self, mode: bool = True) -> NKFModel:
         super().train(mode)

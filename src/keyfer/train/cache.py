@@ -26,7 +26,6 @@ import torch
 from tqdm import tqdm
 
 from keyfer.data.labels import Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING, PAD_VALUE, prepare_face
 from keyfer.data.samples import load_sample_image
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE, TAP_STRIDES, FaceMesh
@@ -34,6 +33,7 @@ from keyfer.faces.ibug68 import MESH_TO_IBUG68, inter_ocular_distance
 from keyfer.nkf.keypoint_features import keypoint_feature_channels, sample_keypoint_features
 from keyfer.nkf.model import GLOBAL_TAP, keypoint_indices
 from keyfer.nkf.perturbation import perturb_keypoints
+from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING, PAD_VALUE, prepare_face
 
 log = logging.getLogger(__name__)
 

@@ -1,81 +1,85 @@
-"""Checkpoints: a state dict plus the experiment config that made it (and, for resuming, the
-optimizer state and epoch), stored with ``torch.save`` of plain tensors and dicts only."""
+"""Training checkpoints: :mod:`keyfer.models.checkpoint`'s files, written with the experiment that
+made them and the optimizer state and epoch that resuming needs."""
 
 from __future__ import annotations
 
-import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from keyfer.data.labels import CLASSES
 from keyfer.errors import KeyferError, WeightsError
+from keyfer.models import checkpoint as model_checkpoint
+from keyfer.models.checkpoint import model_entry, read_checkpoint
+from keyfer.models.info import ModelInfo
 from keyfer.nkf.head import NKFHead
-from keyfer.nkf.model import NKFModel
+from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.train.config import Experiment
-
-FORMAT = "keyfer-checkpoint-1"
 
 
 def save_checkpoint(path: Path, experiment: Experiment, state: dict[str, Any]) -> None:
-    """Write ``state`` (``head``, optional ``optimizer``, ``scheduler``, ``epoch``, ``metrics``)
-    with the experiment config, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, "config": experiment.to_dict(), **state}, tmp)
-    tmp.replace(path)
+    """Write ``state`` (``head``, optional ``optimizer``, ``scheduler``, ``epoch``, ``metrics``,
+    and ``temperature`` once fitted, else 1) with the experiment config and the model's
+    description: the canonical classes and the pre-crop that training prepares faces with."""
+    entries = dict(state)
+    info = ModelInfo(
+        name=experiment.name,
+        classes=CLASSES,
+        temperature=float(entries.pop("temperature", 1.0)),
+        color_mode=experiment.model.color_mode,
+        margin=DEFAULT_MARGIN,
+        padding=DEFAULT_PADDING,
+    )
+    model = model_entry(experiment.model, info)
+    model_checkpoint.save_checkpoint(path, model, {"config": experiment.to_dict(), **entries})
 
 
 def load_checkpoint(path: str | Path) -> tuple[Experiment, dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`; anything else (another file, a
-    truncated one, one without its config or head) is a clear error naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{path} is a folder, not a keyfer checkpoint")
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for foreign or corrupt files
-        raise WeightsError(
-            f"{path} is not a keyfer checkpoint, or it is truncated ({type(error).__name__})"
-        ) from error
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a keyfer checkpoint (no '{FORMAT}' format tag)")
-    missing = [key for key in ("config", "head") if not isinstance(data.get(key), dict)]
-    if missing:
-        raise WeightsError(
-            f"{path} is a damaged keyfer checkpoint: it has no {' or '.join(missing)}"
-        )
+    """The experiment and the contents of a checkpoint (:func:`read_checkpoint`); one without
+    its experiment config, or with one this keyfer does not read, is a clear error."""
+    data = read_checkpoint(path)
+    if not isinstance(data.get("config"), dict):
+        raise WeightsError(f"{path} is a damaged keyfer checkpoint: it has no config")
     try:
         return Experiment.from_dict(data["config"]), data
     except KeyferError as error:
         raise WeightsError(f"{path}: {error}") from error
 
 
-def _mismatch(error: RuntimeError) -> str:
-    """One line from :meth:`torch.nn.Module.load_state_dict`'s error: the keys and shapes that
-    differ (shortened)."""
-    details = str(error).partition(":")[2] or str(error)
-    return textwrap.shorten(details, 300, placeholder=" ...")
+def resume_state(path: str | Path, experiment: Experiment) -> dict[str, Any]:
+    """The contents of checkpoint ``path``, to resume ``experiment`` from (its data ``root`` may
+    differ). A checkpoint of another config, or of a config this keyfer reads differently (keys
+    renamed or removed since its run began), is one line saying what to do."""
+    try:
+        saved, data = load_checkpoint(path)
+    except WeightsError as error:
+        if not isinstance(error.__cause__, KeyferError):
+            raise
+        raise KeyferError(
+            f"cannot resume from {path}: its run began with a config this keyfer reads "
+            f"differently ({error.__cause__}); start the run anew without --resume, or resume "
+            "it with the keyfer version that began it"
+        ) from error
+    saved = replace(saved, root=experiment.root)  # the data may have moved: not part of the recipe
+    if saved != experiment:
+        differing = _differing_keys(saved.to_dict(), experiment.to_dict())
+        raise KeyferError(
+            f"{path} was trained with a different config ({', '.join(differing)} differ); "
+            "resume with the same one"
+        )
+    return data
 
 
-def load_model_weights(model: NKFModel, state: dict[str, Any], path: str | Path) -> None:
-    """Load checkpoint ``path``'s ``head`` and, where it has them, its fine-tuned ``facemesh``
-    and ``appearance`` weights into ``model`` (built from its config); weights that do not fit
-    are a clear error."""
-    for part in ("head", "facemesh", "appearance"):
-        if part not in state:
-            continue
-        module = getattr(model, part)
-        if module is None:
-            raise WeightsError(f"{path} has {part} weights, but its model config has no {part}")
-        try:
-            module.load_state_dict(state[part])
-        except (RuntimeError, TypeError, AttributeError) as error:  # shapes, keys, or no dict
-            raise WeightsError(
-                f"the {part} weights in {path} do not fit its model config: {_mismatch(error)}"
-            ) from error
+def _differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between config mappings ``a`` and ``b``."""
+    differing = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            differing += _differing_keys(left, right, f"{prefix}{key}.")
+        elif left != right:
+            differing.append(f"{prefix}{key}")
+    return differing
 
 
 def init_head(head: NKFHead, path: str | Path, classifier: bool = True) -> None:
@@ -85,7 +89,7 @@ def init_head(head: NKFHead, path: str | Path, classifier: bool = True) -> None:
     class list) keeps its fresh initialisation and everything else is loaded: a new classifier on
     a trained body. A checkpoint whose head has another architecture is a clear error.
     """
-    _, state = load_checkpoint(path)
+    state = read_checkpoint(path)
     fresh = set() if classifier else head.output_keys()
     weights = {k: v for k, v in state["head"].items() if k not in fresh}
     try:
@@ -93,7 +97,7 @@ def init_head(head: NKFHead, path: str | Path, classifier: bool = True) -> None:
     except RuntimeError as error:  # tensor shapes differ
         raise WeightsError(
             f"the head in {path} does not fit this model config; init_from needs the same "
-            f"model settings ({_mismatch(error)})"
+            f"model settings ({model_checkpoint.state_dict_mismatch(error)})"
         ) from error
     if unexpected or set(missing) != fresh:
         raise WeightsError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import reprlib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -103,13 +104,14 @@ class TrainConfig:
 class Experiment:
     """A whole run: ``model`` and ``train`` settings plus the data it uses. ``dataset`` is a name
     of :data:`keyfer.data.datasets.DATASETS` with train and evaluation splits, at ``root`` (its
-    root as distributed). ``train_subset`` keeps that many training images (a fixed random
-    subset, for quick runs); Keypoint-Feature caches go under ``cache_dir``, and the image
-    engine's prepared-crop caches under ``cache_dir/crops``."""
+    root as distributed; a relative root is under the ``KEYFER_DATA`` folder when that is set,
+    else under the current folder: :func:`keyfer.data.roots.data_root`). ``train_subset`` keeps
+    that many training images (a fixed random subset, for quick runs); Keypoint-Feature caches go
+    under ``cache_dir``, and the image engine's prepared-crop caches under ``cache_dir/crops``."""
 
     name: str = "run"
     dataset: str = "ferplus"
-    root: str = "../shared/data/ferplus"
+    root: str = "ferplus"
     train_subset: int | None = None
     cache_dir: str = ".cache/kf"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -126,6 +128,39 @@ class Experiment:
         """The experiment of a config mapping (a YAML file's or a checkpoint's), with its
         ``model`` and ``train`` sections; every value is checked (:func:`checked_fields`)."""
         return cls(**checked_fields(cls, data, ""))
+
+
+CONFIGS_DIR = Path(__file__).parents[1] / "configs"
+"""The configs shipped with keyfer, one YAML file per recipe."""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name -> path of each config shipped with keyfer (``ferplus``, ``quick``, ...), sorted."""
+    return {path.stem: path for path in sorted(CONFIGS_DIR.glob("*.yaml"))}
+
+
+def config_summary(path: Path) -> str:
+    """What a config is for: its leading comment up to the first colon or full stop."""
+    comment = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.removeprefix("#").strip())
+    return re.split(r"[:.](?:\s|$)", " ".join(comment), maxsplit=1)[0]
+
+
+def find_config(config: str | Path) -> Path:
+    """The config file a ``keyfer train`` argument names: a shipped config's bare name
+    (``quick``: no folder and no suffix), or else a YAML file's path."""
+    text = str(config)
+    if Path(text).name != text or Path(text).suffix:
+        return Path(text)
+    shipped = shipped_configs()
+    if text not in shipped:
+        raise KeyferError(
+            f"no shipped config {text!r}; choose from {', '.join(shipped)}, or give a YAML path"
+        )
+    return shipped[text]
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:

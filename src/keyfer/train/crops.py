@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from keyfer.data.labels import Sample
-from keyfer.data.precrop import prepare_face
 from keyfer.data.samples import load_sample_image
 from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE
+from keyfer.preprocessing import prepare_face
 from keyfer.train.distributed import builders_first
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from keyfer.data.augment import AugmentConfig, augment_face
 from keyfer.data.labels import Sample
 from keyfer.data.sampling import class_balanced_weights
-from keyfer.evaluate import LoadedModel, predict_logits
+from keyfer.evaluate import predict_logits
 from keyfer.faces.facemesh import CROP_SIZE, FaceMesh
 from keyfer.nkf.model import NKFModel
 from keyfer.nkf.perturbation import perturb_keypoints
@@ -164,7 +164,7 @@ def _face_loader(
 
 @torch.inference_mode()
 def crop_logits(
-    loaded: LoadedModel,
+    model: NKFModel,
     crops: CropCache,
     rows: np.ndarray,
     tta_flip: bool = False,
@@ -174,10 +174,10 @@ def crop_logits(
     torchrun each process scores its share and every process gets them all."""
     mine = rows[shard_rows(len(rows))]
     outs = [
-        predict_logits(loaded, crops.read(mine[start : start + batch_size]), tta_flip)
+        predict_logits(model, crops.read(mine[start : start + batch_size]), tta_flip)
         for start in range(0, len(mine), batch_size)
     ]
-    local = torch.cat(outs) if outs else torch.zeros((0, len(loaded.classes)))
+    local = torch.cat(outs) if outs else torch.zeros((0, len(model.info.classes)))
     return gather_rows(local, len(rows))
 
 

@@ -20,10 +20,13 @@ import torch.nn.functional as F
 
 from keyfer.data.datasets import load_split, training_splits
 from keyfer.data.labels import CLASSES, Sample
-from keyfer.data.precrop import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.errors import KeyferError
-from keyfer.evaluate import LoadedModel, class_mask
+from keyfer.evaluate import class_mask
 from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
+from keyfer.metrics.calibration import fit_temperature
+from keyfer.metrics.classification import classification_report, expected_calibration_error
+from keyfer.models.info import ModelInfo
+from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.train.appearance_cache import (
     CACHED_TAPS,
     AppearanceCache,
@@ -32,13 +35,11 @@ from keyfer.train.appearance_cache import (
 )
 from keyfer.train.cache import KFCache, build_cache
 from keyfer.train.cached import CachedData, CachedTrainer, head_logits
-from keyfer.train.calibration import fit_temperature
-from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
+from keyfer.train.checkpoint import resume_state, save_checkpoint
 from keyfer.train.config import Experiment
 from keyfer.train.crops import CropCache, crop_cache
 from keyfer.train.distributed import barrier, builders_first, is_main_process, process_group
 from keyfer.train.images import ImageTrainer, crop_logits
-from keyfer.train.metrics import classification_report, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +182,18 @@ class _ImageRun:
         self.valid_rows = np.flatnonzero(self.valid_crops.readable)
         self.valid_labels = torch.tensor([valid[i].label for i in self.valid_rows])
         self.trainer = ImageTrainer(experiment, samples, train_crops, device)
-        self.loaded = LoadedModel(
-            experiment.name,
-            self.trainer.model,
-            list(CLASSES),
-            1.0,
-            experiment.model.color_mode,
-            DEFAULT_MARGIN,
-            DEFAULT_PADDING,
+        self.trainer.model.info = ModelInfo(
+            name=experiment.name,
+            classes=CLASSES,
+            temperature=1.0,
+            color_mode=experiment.model.color_mode,
+            margin=DEFAULT_MARGIN,
+            padding=DEFAULT_PADDING,
         )
 
     def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self.trainer.model.eval()
-        logits = crop_logits(self.loaded, self.valid_crops, self.valid_rows, mirror_tta)
+        logits = crop_logits(self.trainer.model, self.valid_crops, self.valid_rows, mirror_tta)
         return logits, self.valid_labels
 
     def extra_metrics(self, sigma: float) -> dict:
@@ -231,11 +231,7 @@ def train_experiment(
         mask, restricted = class_mask(CLASSES, dataset_classes)
         start = 0
         if resume is not None:
-            saved, state = load_checkpoint(resume)
-            if saved != experiment:
-                raise KeyferError(
-                    f"{resume} was trained with a different config; resume with the same one"
-                )
+            state = resume_state(resume, experiment)
             trainer.load_state_dict(state)
             start = state["epoch"]
             log.info("resumed from %s after epoch %d", resume, start)

@@ -1,8 +1,8 @@
 """The converted weights shipped with keyfer (MediaPipe's BlazeFace and FaceMesh, dlib's
 face-recognition ResNet), checked against ``SHA256SUMS`` on load.
 
-Regenerate them with ``python -m keyfer.faces.convert`` and ``python -m keyfer.faces.convert_dlib``
-(see the README).
+Regenerate them from a source checkout with ``python -m tools.convert_mediapipe`` and
+``python -m tools.convert_dlib`` (see the README).
 """
 
 from __future__ import annotations
@@ -29,16 +29,6 @@ def expected_sha256(sums: Path = SHA256SUMS) -> dict[str, str]:
     """{file name: sha256 hex} as recorded in ``sums`` (empty when the file does not exist)."""
     lines = sums.read_text().splitlines() if sums.is_file() else []
     return {fname: digest for digest, fname in (line.split() for line in lines if line.strip())}
-
-
-def record_sha256(out_dir: Path, digests: dict[str, str]) -> str:
-    """Set these files' lines in ``out_dir``'s SHA256SUMS, keeping the other files' lines;
-    returns the new file's text."""
-    sums = out_dir / SHA256SUMS.name
-    entries = expected_sha256(sums) | digests
-    text = "".join(f"{d}  {f}\n" for f, d in sorted(entries.items()))
-    sums.write_text(text)
-    return text
 
 
 @cache
