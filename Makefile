@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 OUT := out
 LINTED := $(wildcard src tests tools studies scripts benchmarks examples)
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -40,5 +44,9 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml) into site/, with warnings as errors.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(OUT) .cache .mypy_cache
+	rm -rf $(VENV) $(OUT) site .cache .mypy_cache

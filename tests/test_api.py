@@ -1,5 +1,6 @@
-"""The typed Python API: the README's examples, faces with attributes, your own boxes, crops and
-detectors, streaming batches, video summaries, drawing, DataFrames and the deprecated names."""
+"""The typed Python API: the examples of the README and docs/api-guide.md, faces with attributes,
+your own boxes, crops and detectors, streaming batches, video summaries, drawing, DataFrames and
+the deprecated names."""
 
 from __future__ import annotations
 
@@ -21,23 +22,38 @@ from tests.conftest import EXAMPLE, ROOT
 ASTRONAUT_BOX = [170.0, 75.0, 280.0, 185.0]  # around the face, looser than BlazeFace's box
 
 
-def _readme_python_blocks() -> list[str]:
-    """The ```python blocks of the README's "Python API" section."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+def _python_blocks(document: str, heading: str | None = None) -> list[str]:
+    """The ```python blocks of a Markdown document under the repository's root, or of its
+    ``## heading`` section only."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    if heading is not None:
+        text = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_readme_python_api_examples_run(monkeypatch):
-    """Every Python block of the README's API section runs as written, in order, from the
-    repository's root; one of them passes its own face boxes."""
-    blocks = _readme_python_blocks()
-    assert len(blocks) >= 2 and any("boxes=" in block for block in blocks)
-    monkeypatch.chdir(ROOT)
+def _run_blocks(blocks: list[str], document: str) -> dict:
+    """Run ``blocks`` as written, in order, in one namespace; return it."""
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
-    assert namespace["faces"]  # the last block's faces
+        exec(compile(block, document, "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_readme_python_api_example_runs(monkeypatch):
+    """The README's API example runs as written from the repository's root."""
+    blocks = _python_blocks("README.md", "Python API")
+    assert len(blocks) == 1
+    monkeypatch.chdir(ROOT)
+    assert _run_blocks(blocks, "README.md")["faces"]
+
+
+def test_api_guide_examples_run(monkeypatch):
+    """Every Python block of docs/api-guide.md runs as written, in order, from the repository's
+    root; one of them passes its own face boxes."""
+    blocks = _python_blocks("docs/api-guide.md")
+    assert len(blocks) >= 2 and any("boxes=" in block for block in blocks)
+    monkeypatch.chdir(ROOT)
+    assert _run_blocks(blocks, "docs/api-guide.md")["faces"]  # the last block's faces
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,11 @@ import torch
 from keyfer.faces.dlib_align import chip_transform, extract_chip
 from keyfer.faces.dlib_resnet import CHIP_SIZE, TAPS
 from keyfer.faces.facemesh import CROP_SIZE
+from keyfer.geometry import apply_affine, invert_affine
 from keyfer.nkf.appearance import (
     AppearanceBranch,
-    apply_affine,
     extract_chips,
     fit_crop_to_chip,
-    invert_affine,
     sample_chip_features,
 )
 

@@ -53,8 +53,9 @@ from keyfer.data.rafdb import load_rafdb
 from keyfer.device import resolve_device
 from keyfer.errors import ImageReadError, KeyferError
 from keyfer.faces.detector import FaceDetector
-from keyfer.faces.nms import holds_better, intersection_areas
+from keyfer.faces.nms import holds_better
 from keyfer.faces.pipeline import FacePipeline
+from keyfer.geometry import intersection_areas
 from keyfer.io.annotate import draw_faces
 from keyfer.io.images import decoded_nbytes, read_image, to_rgb_array
 from keyfer.io.records import RecordWriter, image_record

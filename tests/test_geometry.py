@@ -1,4 +1,5 @@
-"""Pixel conventions, similarity transforms, anchors, padding and NMS."""
+"""Affine maps and IoU over devices and dtypes, pixel conventions, similarity transforms,
+anchors, padding and NMS."""
 
 from __future__ import annotations
 
@@ -13,6 +14,78 @@ from keyfer.faces.anchors import short_range_anchors
 from keyfer.faces.blocks import same_padding
 from keyfer.faces.facemesh import CROP_SIZE
 from keyfer.faces.nms import weighted_nms
+from keyfer.geometry import (
+    apply_affine,
+    box_areas,
+    box_iou,
+    compose_affine,
+    intersection_areas,
+    invert_affine,
+)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]  # fmt: skip
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_maps_keep_device_and_dtype_and_round_trip(device: str, dtype: torch.dtype):
+    transforms = _random_transforms(4).to(device, dtype)
+    points = (torch.rand(4, 7, 2, dtype=torch.float64) * CROP_SIZE).to(device, dtype)
+    mapped = apply_affine(transforms, points)
+    assert (mapped.device.type, mapped.dtype, mapped.shape) == (device, dtype, (4, 7, 2))
+    tolerance = 1e-9 if dtype == torch.float64 else 2e-3
+    back = apply_affine(invert_affine(transforms), mapped)
+    assert torch.allclose(back, points, atol=tolerance)
+    identity = compose_affine(invert_affine(transforms), transforms)
+    expected = torch.eye(2, 3, dtype=dtype, device=device).expand(4, 2, 3)
+    assert torch.allclose(identity, expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compose_applies_inner_first(device: str, dtype: torch.dtype):
+    outer, inner = _random_transforms(6).to(device, dtype).split(3)
+    points = torch.rand(3, 5, 2, dtype=dtype, device=device) * 100
+    direct = apply_affine(compose_affine(outer, inner), points)
+    assert torch.allclose(direct, apply_affine(outer, apply_affine(inner, points)), rtol=1e-4)
+
+
+def test_shared_points_broadcast_over_the_batch():
+    transforms = _random_transforms(3)
+    points = torch.rand(1, 5, 2, dtype=torch.float64)
+    assert torch.equal(apply_affine(transforms, points)[2], apply_affine(transforms[2:], points)[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_values(device: str, dtype: torch.dtype):
+    boxes = torch.tensor([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 20, 20]], dtype=dtype)
+    boxes = boxes.to(device)
+    iou = box_iou(boxes, boxes[:2])
+    assert (iou.shape, iou.device.type, iou.dtype) == ((3, 2), device, dtype)
+    expected = torch.tensor([[1, 50 / 150], [50 / 150, 1], [0, 0]], dtype=dtype, device=device)
+    assert torch.allclose(iou, expected)
+    assert torch.equal(intersection_areas(boxes[:1], boxes[1:2]), torch.tensor([[50]]).to(iou))
+    assert torch.equal(box_areas(boxes), torch.tensor([100, 100, 0]).to(iou))
+    assert box_iou(boxes[2:], boxes[2:]).item() == 0  # two empty boxes: no overlap, no NaN
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: apply_affine(torch.zeros(2, 3), torch.zeros(1, 4, 2)), r"\(B, 2, 3\)"),
+        (lambda: apply_affine(torch.zeros(1, 2, 3), torch.zeros(4, 2)), r"\(B, K, 2\)"),
+        (lambda: invert_affine(torch.zeros(1, 3, 3)), r"\(B, 2, 3\)"),
+        (lambda: compose_affine(torch.zeros(1, 2, 3), torch.zeros(1, 2, 2)), r"\(B, 2, 3\)"),
+        (lambda: box_iou(torch.zeros(4), torch.zeros(1, 4)), r"\(N, 4\)"),
+        (lambda: box_iou(torch.zeros(1, 4), torch.zeros(1, 5)), r"\(M, 4\)"),
+    ],
+)
+def test_wrong_shapes_name_the_expected_shape(call, message: str):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_same_padding_matches_tensorflow():
@@ -45,14 +118,14 @@ def _random_transforms(n: int) -> torch.Tensor:
 def test_inverse_transform_round_trip():
     transforms = _random_transforms(5)
     points = torch.rand(5, 68, 2, dtype=torch.float64) * CROP_SIZE
-    back = align.apply(align.invert(transforms), align.apply(transforms, points))
+    back = apply_affine(invert_affine(transforms), apply_affine(transforms, points))
     assert torch.allclose(back, points, atol=1e-9)
 
 
 def test_similarity_maps_crop_centre_to_centre_and_scales():
     centre = torch.tensor([[100.0, 50.0]])
     transform = align.similarity(centre, torch.tensor([2.0]), torch.tensor([math.pi / 2]))
-    mapped = align.apply(transform, torch.tensor([[[96.0, 96.0], [97.0, 96.0]]]))
+    mapped = apply_affine(transform, torch.tensor([[[96.0, 96.0], [97.0, 96.0]]]))
     assert torch.allclose(mapped[0, 0], centre[0])
     # +x in the crop is +y in the image after a quarter turn (y points down), two pixels long.
     assert torch.allclose(mapped[0, 1] - mapped[0, 0], torch.tensor([0.0, 2.0]), atol=1e-6)
@@ -64,7 +137,7 @@ def test_roi_from_detection_is_level_for_level_eyes():
     keypoints[0, 0] = torch.tensor([40.0, 50.0])  # subject's right eye, viewer's left
     keypoints[0, 1] = torch.tensor([80.0, 50.0])
     transform = align.crop_to_image_from_detections(boxes, keypoints)
-    corners = align.apply(transform, torch.tensor([[[0.0, 0.0], [192.0, 192.0]]]))
+    corners = apply_affine(transform, torch.tensor([[[0.0, 0.0], [192.0, 192.0]]]))
     side = 1.5 * 100  # 1.5x the longer box side
     assert torch.allclose(corners[0, 0], torch.tensor([60 - side / 2, 60 - side / 2]))
     assert torch.allclose(corners[0, 1], torch.tensor([60 + side / 2, 60 + side / 2]))
@@ -76,7 +149,7 @@ def test_roi_rotation_follows_the_eye_line():
     keypoints[0, 0] = torch.tensor([30.0, 30.0])
     keypoints[0, 1] = torch.tensor([70.0, 70.0])  # eye line tilted 45 degrees down to the right
     transform = align.crop_to_image_from_detections(boxes, keypoints)
-    direction = align.apply(transform, torch.tensor([[[97.0, 96.0]]])) - align.apply(
+    direction = apply_affine(transform, torch.tensor([[[97.0, 96.0]]])) - apply_affine(
         transform, torch.tensor([[[96.0, 96.0]]])
     )
     assert torch.allclose(direction[0, 0] / direction.norm(), torch.tensor([1.0, 1.0]) / 2**0.5)

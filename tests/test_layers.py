@@ -18,21 +18,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "keyfer"
 # Bottom to top: (layer, its modules). An entry names a module and its submodules; the package
 # itself ("keyfer", its __init__) is matched exactly. A new module must be given a layer here.
 LAYERS: list[tuple[str, list[str]]] = [
-    # Errors, devices, the face pipeline (detector, FaceMesh, alignment geometry, pose) and the
-    # preprocessing of a model's input (pre-crop, gray conversion): what every layer may use.
+    # Errors, devices, affine maps and box IoU, the face pipeline (detector, FaceMesh, alignment,
+    # pose) and the preprocessing of a model's input (pre-crop, gray conversion): what every layer
+    # may use.
     (
         "faces",
-        """keyfer.errors keyfer._version keyfer.device keyfer.faces
+        """keyfer.errors keyfer._version keyfer.device keyfer.geometry keyfer.faces
         keyfer.preprocessing""".split(),
     ),
     # The expression networks, the registry of shipped models, checkpoint files: create_model.
     ("models", "keyfer.nkf keyfer.models".split()),
-    # Photos and videos in, faces and expressions out: the Python API, the batch runner, ONNX
-    # export, media and record I/O, tracking, speed measurement. `import keyfer` stops here.
+    # Photos and videos in, faces and expressions out: the Python API, the crop predictor (TTA,
+    # temperature) that eval shares, the batch runner, ONNX export, media and record I/O,
+    # tracking, speed measurement. `import keyfer` stops here.
     (
         "inference",
-        """keyfer keyfer.api keyfer.results keyfer.drawing keyfer.runner keyfer.predict
-        keyfer.export keyfer.io keyfer.tracking keyfer.bench""".split(),
+        """keyfer keyfer.api keyfer.crop_predictor keyfer.results keyfer.drawing keyfer.runner
+        keyfer.predict keyfer.export keyfer.io keyfer.tracking keyfer.bench""".split(),
     ),
     # Dataset adapters: official on-disk formats read into labelled samples.
     ("data", ["keyfer.data"]),

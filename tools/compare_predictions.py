@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from keyfer.faces.nms import box_iou
+from keyfer.geometry import box_iou
 
 MATCH_IOU = 0.5
 
@@ -34,7 +34,7 @@ def compare(first: dict, second: dict) -> dict:
             continue
         boxes_b = torch.tensor([f["box"] for f in b["faces"]])
         for face in a["faces"]:
-            iou = box_iou(boxes_b, torch.tensor(face["box"]))
+            iou = box_iou(boxes_b, torch.tensor([face["box"]]))[:, 0]
             if iou.max() < MATCH_IOU:
                 continue
             other = b["faces"][int(iou.argmax())]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from keyfer.crop_predictor import CropPredictor, model_network
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.export import OnnxCropNetwork, cached_crop_network, cached_detector_network
@@ -183,14 +184,18 @@ class ExpressionRecognizer:
 
     def _classify(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, C) float32 calibrated probabilities and (B, K) float32 keypoint importances (or
-        None) of (B, 3, 192, 192) RGB crops, ``batch_size`` at a time."""
-        outputs = [self._crop_outputs(chunk) for chunk in crops.split(self.batch_size)]
-        if not outputs:
-            return np.zeros((0, len(self.classes)), np.float32), None
-        probabilities = torch.cat([p for p, _ in outputs]).numpy()
-        if outputs[0][1] is None:
-            return probabilities, None
-        return probabilities, torch.cat([i for _, i in outputs if i is not None]).numpy()
+        None) of (B, 3, 192, 192) RGB crops in [0, 1]. The model's own landmarks (of the gray
+        crop, for gray3 models) are not reported: the faces' landmarks are the pipeline's, of
+        the colour crop."""
+        info = self.model.info
+        network = self.onnx.crop_outputs if self.onnx is not None else model_network(self.model)
+        predictor = CropPredictor(
+            network, info.temperature, len(info.classes), self.tta_flip, self.batch_size,
+            prepare=self.model_input,
+        )  # fmt: skip
+        logits, importance = predictor(crops)
+        probabilities = torch.softmax(logits, 1).numpy()
+        return probabilities, None if importance is None else importance.numpy()
 
     def model_input(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, 192, 192) RGB crops in [0, 1] -> the model's input (gray3 models: luma x 3)."""
@@ -198,26 +203,6 @@ class ExpressionRecognizer:
         if self.model.info.color_mode == "gray3":
             crops = gray3_crops(crops)
         return crops
-
-    def _crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """For (B, 3, 192, 192) RGB crops in [0, 1]: calibrated probabilities (B, C) and
-        keypoint importances (B, K) (or None), float32 on the CPU. The model's own landmarks (of
-        the gray crop, for gray3 models) are not reported: the faces' landmarks are the
-        pipeline's, of the colour crop."""
-        model_crops = self.model_input(crops)
-        logits, importance = self._run(model_crops)[2:]
-        if self.tta_flip:
-            logits = (logits + self._run(model_crops.flip(-1))[2]) / 2
-        probabilities = torch.softmax(logits.float() / self.model.info.temperature, 1).cpu()
-        return probabilities, None if importance is None else importance.float().cpu()
-
-    def _run(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Mesh (B, 468, 3), presence (B,), logits (B, C) and keypoint importance (B, K) or
-        None for model-ready crops."""
-        if self.onnx is not None:
-            return tuple(map(torch.from_numpy, self.onnx(crops.float().cpu().numpy())))
-        out = self.model(crops)
-        return out.mesh, out.presence, out.logits, out.importance
 
     def predict(self, image: ImageInput, boxes: Boxes | None = None) -> list[Face]:
         """Faces of one image: a path, a PIL image, or an (H, W[, C]) numpy array (RGB).

@@ -31,7 +31,20 @@ from keyfer.runner import RunSummary, landmarks_describer, list_inputs, run_imag
 _device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
 )
-_threads_option = click.option("--threads", type=click.IntRange(1), help="CPU threads for torch.")
+
+
+def _set_torch_threads(
+    _ctx: click.Context, _param: click.Parameter, threads: int | None
+) -> int | None:
+    """``--threads``, the one place the CLI sets torch's CPU threads (for the whole process)."""
+    if threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+_threads_option = click.option(
+    "--threads", type=click.IntRange(1), callback=_set_torch_threads, help="CPU threads for torch."
+)
 _model_option = click.option(
     "--model",
     "model_name",
@@ -182,8 +195,6 @@ def landmarks(
     """
     files = {"--json": json_path, "--jsonl": jsonl_path}
     listing, names = _checked_run(paths, False, files, {"--annotate": annotate})
-    if threads:
-        torch.set_num_threads(threads)
     pipeline = FacePipeline(
         resolve_device(device), tiling, detector_threshold, min_presence, refine=refine
     )
@@ -244,8 +255,6 @@ def train(
         return
     if config is None:
         raise click.UsageError("give a CONFIG (a shipped config's name or a YAML path), or --list")
-    if threads:
-        torch.set_num_threads(threads)
     experiment = load_experiment(find_config(config), list(overrides))
     if root is not None:
         experiment = replace(experiment, root=str(root))
@@ -327,7 +336,7 @@ def evaluate_command(
     """Score an expression model on a labelled dataset split.
 
     With --landmark-noise and --occlusion, the report also holds robustness curves (printed,
-    and plotted with --plots); METHOD §4.
+    and plotted with --plots); see docs/method.md, 'Evaluation'.
     """
     import json
 
@@ -335,8 +344,6 @@ def evaluate_command(
     from keyfer.metrics.plots import save_confusion_png
     from keyfer.robustness import RobustnessSpec, robustness_table, save_robustness_pngs
 
-    if threads:
-        torch.set_num_threads(threads)
     model = create_model(model_name).to(resolve_device(device)).eval()
     data = load_dataset(dataset, root, split)
     info = model.info
@@ -540,8 +547,6 @@ def predict(
     else:
         check_outputs(files, folders)
         names = OutputNames()
-    if threads:
-        torch.set_num_threads(threads)
     recognizer = ExpressionRecognizer(
         model_name,
         device,
@@ -644,8 +649,6 @@ def bench(
 
     from keyfer.bench import run_bench
 
-    if threads:
-        torch.set_num_threads(threads)
     backends = ["torch", "onnx"] if backend == "all" else [backend]
     inputs = [Path("examples"), *paths] if Path("examples").is_dir() else list(paths)
     if not inputs:

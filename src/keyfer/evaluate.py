@@ -2,7 +2,8 @@
 dataset split from images, pre-cropped faces prepared as the model's ``info`` says.
 
 The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy``, ``macro_f1``,
-``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted); METHOD §4.
+``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted); see
+docs/method.md, 'Evaluation'.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from keyfer.crop_predictor import CropPredictor
 from keyfer.data.datasets import load_split
 from keyfer.data.labels import CLASSES, Sample
 from keyfer.data.samples import load_sample_image
@@ -30,9 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def load_dataset(dataset: str, root: Path, split: str | None) -> DatasetSplit:
-    """Split ``split`` of ``dataset`` under ``root`` (METHOD §4 names) with majority labels:
-    its samples, its own classes (the restriction of a model's predictions) and the rows left
-    out (:func:`keyfer.data.datasets.load_split`)."""
+    """Split ``split`` of ``dataset`` under ``root`` (docs/method.md, 'Datasets and splits')
+    with majority labels: its samples, its own classes (the restriction of a model's
+    predictions) and the rows left out (:func:`keyfer.data.datasets.load_split`)."""
     return load_split(dataset, root, split, "majority")
 
 
@@ -42,15 +44,11 @@ def _crop_tensor(model: NKFModel, crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
-@torch.inference_mode()
 def predict_logits(model: NKFModel, crops: np.ndarray, tta_flip: bool) -> torch.Tensor:
     """(B, 192, 192, 3) uint8 crops in the model's colour mode -> (B, n_classes) logits divided
-    by the model's temperature."""
-    batch = _crop_tensor(model, crops)
-    logits = model(batch).logits
-    if tta_flip:
-        logits = (logits + model(batch.flip(-1)).logits) / 2
-    return logits.float().cpu() / model.info.temperature
+    by the model's temperature, in one network call (:class:`CropPredictor`)."""
+    predictor = CropPredictor.for_model(model, tta_flip, batch_size=max(len(crops), 1))
+    return predictor(_crop_tensor(model, crops)).logits
 
 
 BatchLogits = Callable[[np.ndarray, list[int]], list[torch.Tensor]]

@@ -147,6 +147,12 @@ class OnnxCropNetwork(_OnnxSession):
         """(B, 3, 192, 192) float32 crops -> [mesh, presence, logits, importance] arrays."""
         return self.run(crops)
 
+    def crop_outputs(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, 192, 192) crops -> (B, C) logits and (B, K) keypoint importances, CPU tensors
+        (a :data:`keyfer.crop_predictor.CropNetwork`)."""
+        _, _, logits, importance = self(crops.float().cpu().numpy())
+        return torch.from_numpy(logits), torch.from_numpy(importance)
+
 
 class OnnxDetectorNetwork(_OnnxSession):
     """The exported BlazeFace run by onnxruntime; called like :class:`BlazeFace`."""

@@ -1,11 +1,12 @@
-"""Robustness curves (METHOD §4): accuracy under landmark noise and under occlusion of the face.
+"""Robustness curves (docs/method.md, 'Evaluation'): accuracy under landmark noise and under
+occlusion of the face.
 
 Coordinates are crop pixels of the (192, 192) aligned crop, a pixel's centre at integer + 0.5.
 
 - **Landmark noise**: every keypoint where Keypoint Features are sampled moves by
   N(0, (sigma * IOD)^2) per coordinate, IOD being each face's outer-eye-corner distance (iBUG 37
-  and 46, METHOD §2) of the model's own landmarks, and sigma in IOD units. FaceMesh runs once;
-  the features are re-sampled from the same taps at each perturbed keypoint set
+  and 46, docs/method.md, 'Conventions') of the model's own landmarks, and sigma in IOD units.
+  FaceMesh runs once; the features are re-sampled from the same taps at each perturbed keypoint set
   (:meth:`NKFModel.classify`). One standard-normal draw per image is scaled by every sigma, so the
   curve compares sigmas, not draws. Sigma 0 is the clean landmarks, unclamped: the clean logits.
 - **Occlusion**: a box of the crop is filled before FaceMesh sees it. ``random``: a square of

@@ -5,18 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+
+from keyfer.geometry import box_iou
 
 IOU_MATCH = 0.3
 EMA_WEIGHT = 0.6  # weight of the new frame
 MAX_MISSED_FRAMES = 10
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -39,13 +34,12 @@ class FaceTracker:
     next_id: int = 0
 
     def update(self, boxes: np.ndarray, probabilities: np.ndarray) -> tuple[list[int], np.ndarray]:
+        ious = box_iou(
+            torch.as_tensor(np.asarray(boxes, np.float64).reshape(-1, 4)),
+            torch.as_tensor(np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)),
+        ).tolist()
         pairs = sorted(
-            (
-                (_iou(box, track.box), i, j)
-                for i, box in enumerate(boxes)
-                for j, track in enumerate(self.tracks)
-            ),
-            reverse=True,
+            ((iou, i, j) for i, row in enumerate(ious) for j, iou in enumerate(row)), reverse=True
         )
         matched: dict[int, _Track] = {}
         used: set[int] = set()

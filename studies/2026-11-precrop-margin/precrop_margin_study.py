@@ -1,4 +1,5 @@
-"""Margin and padding study for pre-cropped FERPlus faces fed to FaceMesh (METHOD.md section 2).
+"""Margin and padding study for pre-cropped FERPlus faces fed to FaceMesh (docs/method.md,
+'Pre-cropped faces').
 
 For ``--n`` FERPlus train images (majority labels, sampled with ``--seed``), each margin x padding
 (and bilinear vs bicubic resizing with edge padding) is run through FaceMesh. Recorded per setting:

@@ -1,7 +1,8 @@
-"""Training augmentation of face crops (METHOD §4): horizontal flip, a small affine, colour
-jitter and random erasing. The image engine applies it to the prepared 192x192 crop, before
-FaceMesh, so FaceMesh sees the occlusion too and predicts its landmarks on the augmented face
-(``keyfer.train.images.augment_for_crop`` rescales the ranges from the tight face to the crop)."""
+"""Training augmentation of face crops (docs/method.md, 'Training'): horizontal flip, a small
+affine, colour jitter and random erasing. The image engine applies it to the prepared 192x192
+crop, before FaceMesh, so FaceMesh sees the occlusion too and predicts its landmarks on the
+augmented face (``keyfer.train.images.augment_for_crop`` rescales the ranges from the tight face
+to the crop)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The dataset registry: one name per supported on-disk format (METHOD §4), one loader.
+"""The dataset registry: one name per supported on-disk format (docs/method.md,
+'Datasets and splits'), one loader.
 
 =============  =======  =====================================  =============  ==========
 name           classes  splits                                 train on       evaluate on

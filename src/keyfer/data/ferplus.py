@@ -6,7 +6,7 @@ label.csv has no header. Each row is the image file name, its face box (always
 absolute or has a ``..`` part, or whose votes are not ten whole numbers in 0..:data:`MAX_VOTES`,
 is malformed: skipped and counted.
 
-Label modes (METHOD.md section 4, the FER+ paper's majority protocol):
+Label modes (docs/method.md, 'Training'; the FER+ paper's majority protocol):
 
 - ``majority``: zero out single votes; keep the top column if its count is more than half of
   the remaining total, and drop the image if no column has that, or if the winner is ``unknown``

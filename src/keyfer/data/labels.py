@@ -1,7 +1,8 @@
 """keyfer's one expression vocabulary, the folder names mapped onto it, and a labelled sample.
 
-The canonical classes and their order are those of FERPlus (METHOD.md section 4). Every dataset
-adapter maps its labels onto them, and a label index always means a position in :data:`CLASSES`.
+The canonical classes and their order are those of FERPlus (docs/method.md, 'Datasets and
+splits'). Every dataset adapter maps its labels onto them, and a label index always means a
+position in :data:`CLASSES`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Class-balanced sampling weights (METHOD §4, "Imbalance"), shared by both training engines.
+"""Class-balanced sampling weights (docs/method.md, 'Training'), shared by both training engines.
 
 Drawing each sample with probability proportional to 1 / (its class's count) draws every class
 present equally often in expectation; an epoch is as many draws, with replacement, as there are

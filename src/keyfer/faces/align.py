@@ -2,8 +2,9 @@
 
 Convention everywhere: continuous pixel coordinates, a pixel's centre at integer + 0.5.
 A face's alignment is the (2, 3) matrix ``crop_to_image`` that maps a crop point ``c`` to the
-image point ``p = crop_to_image @ [c, 1]``. MediaPipe's ROI is used: centred on the detector box,
-square with side 1.5 x the box's longer side, rotated so that the eyes are level.
+image point ``p = crop_to_image @ [c, 1]`` (:mod:`keyfer.geometry` applies and inverts it).
+MediaPipe's ROI is used: centred on the detector box, square with side 1.5 x the box's longer
+side, rotated so that the eyes are level.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from keyfer.faces.facemesh import CROP_SIZE
+from keyfer.geometry import apply_affine
 
 ROI_SCALE = 1.5
 _RIGHT_EYE, _LEFT_EYE = 0, 1  # detector keypoints; the subject's right eye is on the viewer's left
@@ -56,22 +58,10 @@ def similarity(centre: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor) -
     return torch.cat([linear, translation.unsqueeze(-1)], dim=-1)
 
 
-def invert(transforms: torch.Tensor) -> torch.Tensor:
-    """Inverse of (N, 2, 3) affine transforms."""
-    linear_inv = torch.linalg.inv(transforms[:, :, :2])
-    translation = -(linear_inv @ transforms[:, :, 2:])
-    return torch.cat([linear_inv, translation], dim=-1)
-
-
-def apply(transforms: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Map (N, K, 2) points through (N, 2, 3) transforms."""
-    return points @ transforms[:, :, :2].transpose(1, 2) + transforms[:, None, :, 2]
-
-
 def mesh_to_image(transforms: torch.Tensor, mesh: torch.Tensor) -> torch.Tensor:
     """Map a (N, 468, 3) crop mesh to image pixels; z is scaled like x (MediaPipe's convention)."""
     scale = torch.linalg.det(transforms[:, :, :2]).sqrt()
-    xy = apply(transforms, mesh[..., :2])
+    xy = apply_affine(transforms, mesh[..., :2])
     return torch.cat([xy, mesh[..., 2:] * scale[:, None, None]], dim=-1)
 
 

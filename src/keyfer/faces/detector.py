@@ -21,7 +21,8 @@ import torch
 
 from keyfer.faces.anchors import INPUT_SIZE, short_range_anchors
 from keyfer.faces.blazeface import BlazeFace
-from keyfer.faces.nms import box_iou, holds_better, weighted_nms
+from keyfer.faces.nms import holds_better, weighted_nms
+from keyfer.geometry import box_iou
 
 NUM_KEYPOINTS = 6
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_tragion", "left_tragion")
@@ -198,10 +199,7 @@ class FaceDetector:
         if len(tiles[0]):
             tile_boxes, tile_keypoints, tile_scores = weighted_nms(*tiles, self.iou_threshold)
             # The whole-image pass is MediaPipe's own; tiles only add the faces it missed.
-            new = torch.tensor(
-                [bool((box_iou(boxes, box) <= self.iou_threshold).all()) for box in tile_boxes],
-                dtype=torch.bool,
-            )
+            new = (box_iou(tile_boxes, boxes) <= self.iou_threshold).all(dim=1)
             boxes = torch.cat([boxes, tile_boxes[new]])
             keypoints = torch.cat([keypoints, tile_keypoints[new]])
             scores = torch.cat([scores, tile_scores[new]])

@@ -64,7 +64,12 @@ def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def chip_transform(
     landmarks68: np.ndarray, size: int = CHIP_SIZE, padding: float = DEFAULT_PADDING
 ) -> np.ndarray:
-    """The (2, 3) chip->image transform of dlib's face chip for (68, 2) iBUG points in pixels."""
+    """The (2, 3) chip->image transform of dlib's face chip for (68, 2) iBUG points in pixels.
+
+    dlib-exact on purpose: dlib's SVD fit (float64 NumPy) in dlib's frame, with its one-pixel
+    shrink of the chip grid, for one face in a whole image. The appearance branch's
+    :func:`keyfer.nkf.appearance.fit_crop_to_chip` fits the same points in closed form on
+    tensors (batched, differentiable, exportable) and leaves the shrink out."""
     # Fit in dlib's frame (pixel centres at integers), where the template spans [0, size].
     linear, shift = _umeyama(
         chip_template(size, padding) - 0.5,

@@ -5,27 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from keyfer.geometry import box_areas, box_iou, intersection_areas
+
 HELD_FRACTION = 0.8
 """A box holds another when at least this fraction of the other's area lies inside it."""
-
-
-def intersection_areas(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """(N, M) areas of the intersections of (N, 4) boxes with (M, 4) others, as (x0, y0, x1, y1)."""
-    low = torch.maximum(boxes[:, None, :2], others[None, :, :2])
-    high = torch.minimum(boxes[:, None, 2:], others[None, :, 2:])
-    return (high - low).clamp(min=0).prod(dim=-1)
-
-
-def box_areas(boxes: torch.Tensor) -> torch.Tensor:
-    """(N,) areas of (N, 4) boxes as (x0, y0, x1, y1)."""
-    return (boxes[:, 2:] - boxes[:, :2]).prod(dim=-1)
-
-
-def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """IoU of (N, 4) boxes against one (4,) box, all as (x0, y0, x1, y1)."""
-    inter = intersection_areas(boxes, box[None])[:, 0]
-    union = box_areas(boxes) + box_areas(box[None]) - inter
-    return inter / union.clamp(min=1e-12)
 
 
 def holds_better(
@@ -56,7 +39,7 @@ def weighted_nms(
     for best in range(len(scores)):
         if not remaining[best]:
             continue
-        group = remaining & (box_iou(boxes, boxes[best]) > iou_threshold)
+        group = remaining & (box_iou(boxes, boxes[best, None])[:, 0] > iou_threshold)
         group[best] = True
         weights = scores[group] / scores[group].sum()
         out_boxes.append((boxes[group] * weights[:, None]).sum(0))

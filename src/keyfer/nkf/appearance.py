@@ -20,6 +20,7 @@ from torch import nn
 from keyfer.faces.dlib_align import ALIGNMENT_POINTS, chip_template
 from keyfer.faces.dlib_resnet import CHIP_SIZE, TAPS, DlibResNet, tap_coordinates
 from keyfer.faces.facemesh import CROP_SIZE
+from keyfer.geometry import apply_affine, invert_affine
 
 # 17x17 and 8x8 maps, 192 channels: adding the 4x4 level1 map (whose last row and column see only
 # the shortcut) lost 1.4 points in the ablation (docs/results/ablation.md).
@@ -35,7 +36,12 @@ def appearance_channels(taps: Sequence[str]) -> int:
 
 def fit_crop_to_chip(landmarks68: torch.Tensor) -> torch.Tensor:
     """(B, 68, 2) iBUG-68 points in crop pixels -> (B, 2, 3) similarity crop -> chip, the least
-    squares fit of their :data:`ALIGNMENT_POINTS` onto dlib's template (no reflection)."""
+    squares fit of their :data:`ALIGNMENT_POINTS` onto dlib's template (no reflection).
+
+    The same objective as :func:`keyfer.faces.dlib_align.chip_transform`, solved differently on
+    purpose: a closed-form batched tensor solve for ``[[a, -b], [b, a]]`` (no SVD, so it is
+    differentiable and exports to ONNX), in keyfer's frame, without dlib's one-pixel shrink of the
+    chip grid; that one reproduces dlib's chip exactly from a whole image, for one face."""
     source = landmarks68[:, list(ALIGNMENT_POINTS)].float()
     target = torch.as_tensor(chip_template(), dtype=torch.float32, device=source.device)
     source_mean, target_mean = source.mean(1, keepdim=True), target.mean(0)
@@ -46,21 +52,6 @@ def fit_crop_to_chip(landmarks68: torch.Tensor) -> torch.Tensor:
     linear = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # (B, 2, 2)
     shift = target_mean - (linear @ source_mean.transpose(1, 2)).squeeze(-1)
     return torch.cat([linear, shift.unsqueeze(-1)], -1).to(landmarks68.dtype)
-
-
-def apply_affine(transform: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """(B, 2, 3) affine maps applied to (B, K, 2) points (or (1, K, 2), shared) -> (B, K, 2)."""
-    return points @ transform[:, :, :2].transpose(1, 2) + transform[:, None, :, 2]
-
-
-def invert_affine(transform: torch.Tensor) -> torch.Tensor:
-    """The (B, 2, 3) inverses of (B, 2, 3) invertible affine maps (closed form, so that it
-    exports to ONNX)."""
-    a, b, c, d = (transform[:, i, j] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
-    determinant = a * d - b * c
-    linear = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)
-    linear = linear / determinant[:, None, None]
-    return torch.cat([linear, -(linear @ transform[:, :, 2:])], -1)
 
 
 def extract_chips(crops: torch.Tensor, crop_to_chip: torch.Tensor) -> torch.Tensor:

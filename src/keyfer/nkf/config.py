@@ -1,4 +1,4 @@
-"""The NKF model's configuration: every component can be switched for ablations (METHOD §3)."""
+"""The NKF model's configuration: every component can be switched for ablations (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The assembled NKF model: FaceMesh -> keypoints -> Keypoint Features -> head (METHOD §3)."""
+"""The assembled NKF model: FaceMesh -> keypoints -> Keypoint Features -> head (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""KF regularization: landmark perturbation scaled by the inter-ocular distance (METHOD §3)."""
+"""KF regularization: landmark perturbation scaled by the inter-ocular distance (docs/method.md,
+'KF regularization')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keypoint-Feature caches for training heads on a frozen FaceMesh (METHOD §3, "Caching").
+"""Keypoint-Feature caches for training heads on a frozen FaceMesh (docs/method.md, 'Training').
 
 All taps of a split do not fit in memory, so the cache holds what the head needs, per image and
 per view (``VIEWS``: the crop, its mirror, and one landmark-perturbed draw of each):

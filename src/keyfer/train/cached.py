@@ -1,7 +1,8 @@
 """Training an NKF head on Keypoint-Feature caches (frozen FaceMesh): minutes per run on a CPU.
 
 Each step draws, per image, the crop or its mirror (when ``mirror``), and for KF regularization
-the matching landmark-perturbed view from the cache (METHOD §3). Evaluation uses the clean view.
+the matching landmark-perturbed view from the cache (docs/method.md, 'KF regularization').
+Evaluation uses the clean view.
 """
 
 from __future__ import annotations

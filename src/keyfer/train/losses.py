@@ -1,4 +1,5 @@
-"""The NKF training loss with KF regularization by landmark perturbation (METHOD §3)."""
+"""The NKF training loss with KF regularization by landmark perturbation (docs/method.md,
+'KF regularization')."""
 
 from __future__ import annotations
 
