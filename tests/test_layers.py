@@ -23,8 +23,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # may use.
     (
         "faces",
-        """keyfer.errors keyfer._version keyfer.device keyfer.geometry keyfer.faces
-        keyfer.preprocessing""".split(),
+        """keyfer.errors keyfer.deprecation keyfer._version keyfer.device keyfer.geometry
+        keyfer.faces keyfer.preprocessing""".split(),
     ),
     # The expression networks, the registry of shipped models, checkpoint files: create_model.
     ("models", "keyfer.nkf keyfer.models".split()),

@@ -1,10 +1,8 @@
 """keyfer: facial expression recognition with Keypoint Features on a pure-PyTorch face pipeline."""
 
-import warnings
-from typing import Any
-
 from keyfer._version import __version__
 from keyfer.api import ExpressionRecognizer
+from keyfer.deprecation import deprecated_alias
 from keyfer.drawing import draw
 from keyfer.errors import KeyferError
 from keyfer.faces.detector import Detections
@@ -33,12 +31,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Faces":
-        warnings.warn(
-            "keyfer.Faces is now keyfer.DetectedFaces; the old name goes in keyfer 0.4",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return DetectedFaces
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_alias(
+    __name__,
+    "Faces",
+    DetectedFaces,
+    "keyfer.Faces is now keyfer.DetectedFaces; the old name goes in keyfer 0.4",
+)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from keyfer.deprecation import deprecated_alias
 from keyfer.errors import KeyferError
 from keyfer.faces import align
 from keyfer.faces.detector import Detections, FaceDetector
@@ -211,12 +211,9 @@ class FacePipeline:
         return faces
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Faces":
-        warnings.warn(
-            "keyfer.faces.pipeline.Faces is now DetectedFaces; the old name goes in keyfer 0.4",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return DetectedFaces
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = deprecated_alias(
+    __name__,
+    "Faces",
+    DetectedFaces,
+    "keyfer.faces.pipeline.Faces is now DetectedFaces; the old name goes in keyfer 0.4",
+)
