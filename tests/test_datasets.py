@@ -83,7 +83,7 @@ def test_rafdb_original_images_need_face_detection(tmp_path: Path) -> None:
     root = make_rafdb(tmp_path / "rafdb", original=True)
     test = load_split("rafdb", root, "test")
     assert [s.path.name for s in test.samples] == ["test_0001.jpg", "test_0002.jpg"]
-    assert all(s.detect for s in test.samples)
+    assert all(s.faces == "detect" for s in test.samples)
     face = load_sample_image(test.samples[0])
     side = FACE_BOX[2] / 2  # the photo is astronaut.png at half size
     assert face.shape[0] == face.shape[1] and abs(face.shape[0] - side) < 0.15 * side

@@ -61,6 +61,12 @@ def accepted_names() -> str:
     return ", ".join(sorted(CLASS_NAMES, key=lambda n: (CLASSES.index(CLASS_NAMES[n]), n)))
 
 
+FACES_MODES: tuple[str, ...] = ("auto", "detect", "precropped")
+"""How a labelled image's face is found: ``auto`` (detect, else the whole image as a face crop
+when FaceMesh sees a face in it), ``detect`` (the largest detected face), ``precropped`` (the
+image is a face crop, padded to a square when it is not one)."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One labelled image; :func:`keyfer.data.samples.load_sample_image` reads its face.
@@ -71,8 +77,9 @@ class Sample:
     label mode gives votes). ``box``: where the face is, when the image holds more than the
     face: (x, y, w, h) in source-image pixels, spanning [x, x + w) x [y, y + h) (a pixel's
     centre at integer + 0.5). ``pixels``: the (H, W) or (H, W, 3) uint8 image itself, when it
-    is not a file. ``detect``: the face must be found by the face detector (an in-the-wild image
-    without a box).
+    is not a file. ``faces``: how the face is found in the image, one of :data:`FACES_MODES`
+    (``precropped``: the image is the face; ``detect``: the face detector finds it; ``auto``:
+    the detector, else the whole image as a face crop).
     """
 
     path: Path
@@ -80,7 +87,7 @@ class Sample:
     target: np.ndarray
     box: tuple[float, float, float, float] | None = None
     pixels: np.ndarray | None = None
-    detect: bool = False
+    faces: str = "precropped"
 
 
 def one_hot(label: int) -> np.ndarray:

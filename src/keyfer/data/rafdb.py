@@ -82,7 +82,9 @@ def load_rafdb(root: str | Path, split: str) -> DatasetSplit:
             tally.skip(MISSING_IMAGE, line, f"no image {path}")
             continue
         index = _CANONICAL[code - 1]
-        samples.append(Sample(path, index, one_hot(index), detect=detect))
+        samples.append(
+            Sample(path, index, one_hot(index), faces="detect" if detect else "precropped")
+        )
     return tally.split(samples, list(BASIC_CLASSES))
 
 

@@ -47,7 +47,7 @@ def load_sample_image(sample: Sample) -> np.ndarray:
     """
     image = to_rgb_array(sample.pixels) if sample.pixels is not None else read_image(sample.path)
     box = sample.box
-    if sample.detect:
+    if sample.faces == "detect":
         box = _detect(image, sample)
     return image if box is None else crop_face_box(image, box, sample)
 

@@ -157,7 +157,7 @@ def crop_cache(
 ) -> CropCache:
     """The prepared crops of ``samples`` (``name``: dataset and split, for the folder name) under
     ``cache_dir``, built on first use; under torchrun rank 0 builds while the others wait."""
-    faces = "\n".join(f"{os.path.abspath(s.path)} {s.box} {s.detect}" for s in samples)
+    faces = "\n".join(f"{os.path.abspath(s.path)} {s.box} {s.faces}" for s in samples)
     digest = hashlib.sha1(faces.encode()).hexdigest()[:12]
     root = Path(cache_dir) / f"{name}-{color_mode}-m{margin:g}-{padding}-{digest}"
     with builders_first():
