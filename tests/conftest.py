@@ -59,6 +59,18 @@ def astronaut() -> np.ndarray:
     return read_image(EXAMPLE)
 
 
+TIGHT_CORNER = (188, 96)
+"""Top-left corner (x, y) of :func:`tight_crop` in the example image."""
+
+
+@pytest.fixture(scope="session")
+def tight_crop(astronaut) -> np.ndarray:
+    """(71, 74, 3) the example's face cut inside her brows and jaw line: a tight face crop that
+    the detector misses (the whole-image fallback finds it)."""
+    x, y = TIGHT_CORNER
+    return np.ascontiguousarray(astronaut[y : y + 71, x : x + 74])
+
+
 @pytest.fixture(scope="session")
 def pipeline() -> FacePipeline:
     return FacePipeline()

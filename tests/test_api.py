@@ -104,13 +104,40 @@ def test_your_own_boxes_give_one_face_each_in_order(recognizer, astronaut):
     assert faces[0].label == "happiness" and faces[0].reliable
     assert not faces[1].reliable
     assert all(face.score is None and face.keypoints6 is None for face in faces)
+    assert all(face.found_by == "given" for face in faces)
     record = faces[0].to_record()
     assert record["score"] is None and record["keypoints6"] is None
+    assert record["found_by"] == "given"
     json.dumps(record)
     assert recognizer.predict(astronaut, boxes=np.zeros((0, 4))) == []
     # The upright crop from the box lands on the same face as the detector's levelled one.
     (detected,) = recognizer.predict(astronaut)
     assert np.abs(faces[0].landmarks68 - detected.landmarks68).max() < 6
+
+
+def test_a_tight_face_crop_gives_one_whole_image_face(recognizer, tight_crop):
+    """The detector misses the crop; the whole image is taken as the face, and the switch
+    turns that off."""
+    (face,) = recognizer.predict(tight_crop)
+    height, width = tight_crop.shape[:2]
+    assert face.found_by == "whole-image" and face.to_record()["found_by"] == "whole-image"
+    assert face.box.tolist() == [0, 0, width, height]
+    assert face.score is None and face.keypoints6 is None
+    assert face.label == "happiness"
+    off = ExpressionRecognizer("keyfer-ferplus-fast", device="cpu", fallback=False)
+    assert off.predict(tight_crop) == []
+    assert [face.found_by for face in off.predict(EXAMPLE)] == ["detector"]
+
+
+def test_a_whole_image_face_is_reliable_only_with_a_high_presence(
+    recognizer, tight_crop, monkeypatch
+):
+    """The fallback keeps a whole image from a presence of 0.1; it is reliable from 0.8."""
+    (face,) = recognizer.predict(tight_crop)
+    assert recognizer.pipeline.whole_image_min_presence < keyfer.api.RELIABLE_MIN_PRESENCE
+    assert face.presence >= keyfer.api.RELIABLE_MIN_PRESENCE and face.reliable
+    monkeypatch.setattr(keyfer.api, "RELIABLE_MIN_PRESENCE", face.presence + 0.01)
+    assert not recognizer.predict(tight_crop)[0].reliable
 
 
 @pytest.mark.parametrize(
@@ -227,6 +254,7 @@ def test_to_dataframe_has_a_row_per_face(analyzed, recognizer, clip):
     assert len(table) == 1 and table.loc[0, "label"] == "happiness"
     assert table.loc[0, "x0"] == pytest.approx(float(faces[0].box[0]))
     assert {"score", "presence", "reliable", "yaw", "p_happiness"} <= set(table.columns)
+    assert table.loc[0, "found_by"] == "detector"
     frames = keyfer.to_dataframe(recognizer.predict_video(clip, tiling=False))
     assert frames["frame"].tolist() == [0, 1, 2] and "time_s" in frames.columns
 

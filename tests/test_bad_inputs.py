@@ -1359,10 +1359,10 @@ def test_bad_set_is_one_line_naming_the_problem(
         ("train.sigma=.nan", r"train.sigma = nan \(float\); expected a finite float"),
         ("train.init_from=5", r"train.init_from = 5 \(int\); expected str \| None"),
         ("train.balanced_sampler=yes please", r"train.balanced_sampler = 'yes please'"),
-        ("train.augmentation={rotation: x}", r"train.augmentation.rotation = 'x'"),
+        ("train.images.augment={rotation: x}", r"train.images.augment.rotation = 'x'"),
         (
-            "train.augmentation={erase_area: [0.1]}",
-            r"train.augmentation.erase_area = \[0.1\] \(list\)",
+            "train.images.augment={erase_area: [0.1]}",
+            r"train.images.augment.erase_area = \[0.1\] \(list\)",
         ),
         ("model.dim=64.5", r"model.dim = 64.5 \(float\); expected int"),
         ("model.taps=[4, 8.5]", r"model.taps\[1\] = 8.5 \(float\); expected int"),

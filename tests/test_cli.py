@@ -22,7 +22,7 @@ def run(*args: str) -> tuple[int, str]:
 
 def records(json_path: Path) -> list[dict]:
     document = json.loads(json_path.read_text())
-    assert document["schema_version"] == 2 and "keyfer_version" in document
+    assert document["schema_version"] == 3 and "keyfer_version" in document
     return document["records"]
 
 
@@ -33,7 +33,9 @@ def test_main_job_writes_the_documented_schema(tmp_path):
     assert set(record) == {"path", "width", "height", "faces", "error"}
     assert (record["width"], record["height"], record["error"]) == (512, 512, None)
     (face,) = record["faces"]
-    assert set(face) == {"box", "score", "presence", "keypoints6", "landmarks68", "mesh"}
+    keys = {"box", "score", "presence", "found_by", "keypoints6", "landmarks68", "mesh"}
+    assert set(face) == keys
+    assert face["found_by"] == "detector"
     assert len(face["box"]) == 4 and len(face["keypoints6"]) == 6
     assert np.array(face["landmarks68"]).shape == (68, 2)
     assert np.array(face["mesh"]).shape == (468, 3)
@@ -85,6 +87,17 @@ def test_unknown_device_is_one_line(tmp_path):
     code, output = run(EXAMPLE, "--device", "tpu")
     assert code == 1
     assert "unknown device" in output
+
+
+@pytest.mark.parametrize(("flags", "found_by"), [([], ["whole-image"]), (["--no-fallback"], [])])
+def test_a_tight_face_crop_is_one_whole_image_face_unless_no_fallback(
+    tmp_path, tight_crop, flags, found_by
+):
+    path = tmp_path / "tight.png"
+    Image.fromarray(tight_crop).save(path)
+    code, _ = run(path, "--json", tmp_path / "out.json", *flags)
+    (record,) = records(tmp_path / "out.json")
+    assert code == 0 and [face["found_by"] for face in record["faces"]] == found_by
 
 
 def _face_box(tmp_path: Path, image: Image.Image, name: str, **save) -> tuple[dict, list]:

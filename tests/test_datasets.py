@@ -13,12 +13,15 @@ import pytest
 import torch
 
 from keyfer.data.affectnet import COLUMNS
+from keyfer.data.crops import largest_face_crop, sample_crop
 from keyfer.data.datasets import DATASETS, load_split, training_splits
 from keyfer.data.fer2013 import parse_pixels
 from keyfer.data.labels import BASIC_CLASSES, CLASSES, Sample, one_hot
-from keyfer.data.samples import crop_face_box, face_box_from_detection, load_sample_image
+from keyfer.data.samples import crop_face_box, load_sample_image, pad_to_square
 from keyfer.data.sampling import class_balanced_weights
 from keyfer.errors import ImageReadError, KeyferError
+from keyfer.io.images import read_image
+from keyfer.models.checkpoint import TRAIN_SPLIT
 from tests.dataset_fixtures import (
     AFFECTNET_HEADER,
     FACE_BOX,
@@ -37,13 +40,23 @@ def names(split) -> list[tuple[str, str]]:
 
 
 def test_registry_names_and_training_splits() -> None:
-    assert list(DATASETS) == ["ferplus", "fer2013", "rafdb", "affectnet", "affectnet7", "folder"]
+    assert list(DATASETS) == [
+        "ferplus", "fer2013", "rafdb", "affectnet", "affectnet7", "sfew", "tfeid", "muxspace",
+        "folder",
+    ]  # fmt: skip
     assert training_splits("ferplus") == ("train", "valid")
     assert training_splits("rafdb") == ("train", "test")
     assert training_splits("affectnet7") == ("train", "validation")
     assert training_splits("fer2013") == ("train", "publictest")
     with pytest.raises(KeyferError, match="cannot train on 'folder'"):
         training_splits("folder")
+
+
+def test_every_dataset_trains_on_the_split_checkpoints_assume() -> None:
+    """A checkpoint's experiment names no split: it trained on :data:`TRAIN_SPLIT`, which must
+    stay every dataset's train split (else the checkpoint has to record its split)."""
+    trained = {name: spec.train_split for name, spec in DATASETS.items() if spec.train_split}
+    assert trained and set(trained.values()) == {TRAIN_SPLIT}
 
 
 def test_load_split_errors_are_actionable(tmp_path: Path) -> None:
@@ -80,13 +93,15 @@ def test_rafdb_maps_one_based_labels_and_splits_by_prefix(tmp_path: Path, caplog
 
 
 def test_rafdb_original_images_need_face_detection(tmp_path: Path) -> None:
+    """Without aligned faces, the originals' faces are detected: the largest one's aligned crop."""
     root = make_rafdb(tmp_path / "rafdb", original=True)
     test = load_split("rafdb", root, "test")
     assert [s.path.name for s in test.samples] == ["test_0001.jpg", "test_0002.jpg"]
     assert all(s.faces == "detect" for s in test.samples)
-    face = load_sample_image(test.samples[0])
-    side = FACE_BOX[2] / 2  # the photo is astronaut.png at half size
-    assert face.shape[0] == face.shape[1] and abs(face.shape[0] - side) < 0.15 * side
+    crop = sample_crop(test.samples[0], "rgb", 0.2, "edge")
+    expected = largest_face_crop(read_image(test.samples[0].path), fallback=False)
+    assert expected is not None
+    np.testing.assert_array_equal(crop, expected)
 
 
 def test_rafdb_missing_files_are_one_clear_error(tmp_path: Path) -> None:
@@ -208,10 +223,24 @@ def test_crop_face_box_pads_with_edge_pixels() -> None:
         crop_face_box(image, (20, 0, 4, 4))
 
 
-def test_face_box_from_detection_is_a_raised_larger_square() -> None:
-    x, y, w, h = face_box_from_detection(10, 20, 110, 100)
-    assert w == h == pytest.approx(120)
-    assert (x + w / 2, y + h / 2) == pytest.approx((60, 60 - 11))
+def test_pad_to_square_centres_with_edge_pixels() -> None:
+    image = np.arange(3 * 6 * 3, dtype=np.uint8).reshape(3, 6, 3)
+    square = pad_to_square(image)
+    assert square.shape == (6, 6, 3)
+    np.testing.assert_array_equal(square[1:4], image)  # 1 row above, 2 below
+    np.testing.assert_array_equal(square[0], image[0])
+    np.testing.assert_array_equal(square[5], image[2])
+    assert pad_to_square(square) is square
+
+
+def test_load_split_sets_every_faces_mode(tmp_path: Path) -> None:
+    root = make_fer2013_folders(tmp_path / "fer2013")
+    assert {s.faces for s in load_split("fer2013", root, "test").samples} == {"precropped"}
+    assert {s.faces for s in load_split("folder", root / "test", None).samples} == {"auto"}
+    detect = load_split("fer2013", root, "test", faces="detect")
+    assert {s.faces for s in detect.samples} == {"detect"}
+    with pytest.raises(KeyferError, match="unknown faces mode 'find'; choose from auto, detect"):
+        load_split("fer2013", root, "test", faces="find")
 
 
 def test_load_sample_image_reads_pixels_and_boxes() -> None:

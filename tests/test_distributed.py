@@ -102,15 +102,20 @@ def _losses(out) -> list[float]:
     ]
 
 
-def _assert_same_metrics(got: dict, want: dict, rtol: float) -> None:
-    assert got.keys() == want.keys()
-    for key, value in want.items():
-        if isinstance(value, float):
-            assert got[key] == pytest.approx(value, rel=LOOSE.get(key, rtol), abs=1e-9), key
-        elif isinstance(value, dict) and key == "accuracy_perturbed_landmarks":
-            assert got[key] == pytest.approx(value, rel=rtol), key
-        else:
-            assert got[key] == value, key
+def _assert_same_metrics(got, want, rtol: float, key: str = "metrics") -> None:
+    """``got`` equals ``want`` (nested metrics), floats up to ``rtol`` (:data:`LOOSE` by key)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), key
+        for name, value in want.items():
+            _assert_same_metrics(got[name], value, rtol, name)
+    elif isinstance(want, list):
+        assert len(got) == len(want), key
+        for got_item, item in zip(got, want, strict=True):
+            _assert_same_metrics(got_item, item, rtol, key)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=LOOSE.get(key, rtol), abs=1e-9), key
+    else:
+        assert got == want, key
 
 
 def test_two_processes_train_the_cached_engine_like_one_and_resume(config, tmp_path, monkeypatch):

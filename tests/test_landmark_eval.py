@@ -49,7 +49,7 @@ def detection(points: np.ndarray, shift: float = 0.0, pad: float = 10.0) -> dict
     }
 
 
-def write_records(path: Path, faces: dict[str, list[dict]], schema: int = 2) -> Path:
+def write_records(path: Path, faces: dict[str, list[dict]], schema: int = 3) -> Path:
     records = [
         {"path": f"afw/{stem}.jpg", "error": None, "faces": found} for stem, found in faces.items()
     ]
@@ -108,13 +108,13 @@ def test_a_folder_without_annotations_is_one_error(tmp_path):
         read_annotations(tmp_path)
 
 
-@pytest.mark.parametrize("schema", [1, 2])
-def test_records_of_both_schemas_are_read(tmp_path, schema):
+@pytest.mark.parametrize("schema", [1, 2, 3])
+def test_records_of_every_schema_are_read(tmp_path, schema):
     path = write_records(tmp_path / "r.json", {"a_1": []}, schema)
     assert read_records(path) == {"a_1": {"path": "afw/a_1.jpg", "error": None, "faces": []}}
 
 
-@pytest.mark.parametrize("text", ['{"schema_version": 3, "records": []}', "[]", "not json"])
+@pytest.mark.parametrize("text", ['{"schema_version": 4, "records": []}', "[]", "not json"])
 def test_other_files_are_not_records(tmp_path, text):
     (tmp_path / "r.json").write_text(text)
     with pytest.raises(LandmarkEvalError, match="r.json"):

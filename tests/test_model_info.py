@@ -1,7 +1,8 @@
 """Models that describe themselves: :func:`keyfer.create_model` gives shipped models and
-checkpoints alike their classes, temperature, colour mode, pre-crop margin and padding; a
-checkpoint keeps its own, an old-format one is migrated, a newer one is refused in one line, and
-resuming a run whose config this keyfer reads differently says what to do."""
+checkpoints alike their classes, temperature, colour mode, pre-crop margin and padding, and the
+dataset splits they were trained on; a checkpoint keeps its own, an old-format one is migrated,
+a newer one is refused in one line, and resuming a run whose config this keyfer reads
+differently says what to do."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def test_shipped_model_describes_itself() -> None:
         margin=record.preprocessing["precrop_margin"],
         padding=record.preprocessing["precrop_padding"],
         digest=record.digest,
+        trained_on=(("ferplus", "train"),),
     )
 
 
@@ -67,8 +69,22 @@ def test_checkpoint_describes_itself(tmp_path) -> None:
     path = write_checkpoint(tmp_path / "checkpoint.pt", temperature=torch.tensor(1.5))
     assert read_checkpoint(path)["format"] == f"keyfer-checkpoint-{FORMAT_VERSION}"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    expected = ModelInfo(str(path), CLASSES, 1.5, "gray3", DEFAULT_MARGIN, DEFAULT_PADDING, digest)
+    expected = ModelInfo(
+        str(path), CLASSES, 1.5, "gray3", DEFAULT_MARGIN, DEFAULT_PADDING, digest,
+        trained_on=(("ferplus", "train"),),
+    )  # fmt: skip
     assert create_model(path).info == expected
+
+
+def test_checkpoint_trained_on_reads_its_experiments_sources(tmp_path) -> None:
+    """An experiment with ``sources`` trained on each one's dataset and split (the train split
+    when it names none); one without an experiment says nothing."""
+    path = write_checkpoint(tmp_path / "checkpoint.pt")
+    sources = [{"dataset": "sfew", "split": "all"}, {"dataset": "tfeid"}, "not a source"]
+    rewrite(path, lambda data: {**data, "config": {**data["config"], "sources": sources}})
+    assert create_model(path).info.trained_on == (("sfew", "all"), ("tfeid", "train"))
+    rewrite(path, lambda data: {k: v for k, v in data.items() if k != "config"})
+    assert create_model(path).info.trained_on == ()
 
 
 def test_checkpoint_keeps_its_own_preprocessing(tmp_path) -> None:

@@ -11,7 +11,8 @@ import torch
 
 from keyfer.faces.detector import plan_views
 from keyfer.faces.ibug68 import MESH_TO_IBUG68, NASAL_BASE, ibug68, inter_ocular_distance
-from tests.conftest import ROOT
+from keyfer.faces.pipeline import FacePipeline
+from tests.conftest import ROOT, TIGHT_CORNER
 
 GOLDEN = json.loads((ROOT / "tests/data/astronaut_golden.json").read_text())
 MEDIAPIPE = json.loads(
@@ -57,10 +58,54 @@ def test_ibug68_helpers():
     assert inter_ocular_distance(points) == (points[36] - points[45]).norm()
 
 
-def test_blank_image_has_no_faces(pipeline):
-    faces = pipeline(np.full((240, 320, 3), 127, np.uint8))
+NO_FACE = {
+    "blank": np.full((240, 320, 3), 127, np.uint8),
+    "noise": np.random.default_rng(0).integers(0, 256, (120, 100, 3), dtype=np.uint8),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_FACE))
+def test_an_image_without_a_face_has_none_even_with_the_fallback(pipeline, name):
+    assert pipeline.fallback
+    faces = pipeline(NO_FACE[name])
     assert len(faces) == 0
     assert faces.mesh.shape == (0, 468, 3)
+
+
+def test_a_tight_face_crop_is_the_whole_image_taken_as_a_face(pipeline, astronaut, tight_crop):
+    faces = pipeline(tight_crop)
+    assert len(faces) == 1 and faces.found_by == "whole-image"
+    height, width = tight_crop.shape[:2]
+    assert faces.boxes.tolist() == [[0.0, 0.0, float(width), float(height)]]
+    assert faces.scores is None and faces.keypoints6 is None
+    assert faces.presence[0] >= pipeline.whole_image_min_presence
+    # Eyes, brows, nose and mouth inside the crop, near where the whole photo puts them.
+    inner = faces.landmarks68[0, 17:]
+    assert ((inner >= 0) & (inner < torch.tensor([width, height]))).all()
+    truth = pipeline(astronaut).landmarks68[0] - torch.tensor(TIGHT_CORNER, dtype=torch.float32)
+    error = (inner - truth[17:]).norm(dim=-1).mean() / inter_ocular_distance(truth)
+    assert error < 0.15
+
+
+def test_without_the_fallback_a_tight_face_crop_has_no_face(pipeline, tight_crop):
+    no_fallback = FacePipeline(fallback=False, facemesh=pipeline.facemesh)
+    assert len(no_fallback(tight_crop)) == 0
+    assert [len(faces) for faces in no_fallback.batch([tight_crop])] == [0]
+
+
+def test_batch_falls_back_only_for_the_images_without_a_face(pipeline, astronaut, tight_crop):
+    found = pipeline.batch([tight_crop, astronaut, NO_FACE["blank"]], batch_size=2)
+    assert [len(faces) for faces in found] == [1, 1, 0]
+    assert [faces.found_by for faces in found[:2]] == ["whole-image", "detector"]
+    assert torch.allclose(found[0].mesh, pipeline(tight_crop).mesh, atol=1e-3)
+
+
+def test_given_boxes_are_found_by_given_and_never_fall_back(pipeline, tight_crop):
+    height, width = tight_crop.shape[:2]
+    given = pipeline(tight_crop, boxes=[[0, 0, width, height]])
+    assert len(given) == 1 and given.found_by == "given"
+    none_given = pipeline(tight_crop, boxes=np.zeros((0, 4)))
+    assert len(none_given) == 0 and none_given.found_by == "given"
 
 
 def test_tiling_finds_a_small_face_the_whole_image_pass_misses(

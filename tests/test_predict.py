@@ -75,19 +75,35 @@ def test_predict_cli_writes_json_and_csv(checkpoint, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1  # the missing file
     document = json.loads(out_json.read_text())
-    assert document["schema_version"] == 2 and document["model"] == str(checkpoint)
+    assert document["schema_version"] == 3 and document["model"] == str(checkpoint)
     good, bad = document["records"]
     assert bad["error"] and bad["faces"] == []
     face = good["faces"][0]
     assert {"box", "landmarks68", "mesh", "expression", "keypoint_importance"} <= set(face)
     assert set(face["pose"]) == {"yaw", "pitch", "roll"} and abs(face["pose"]["yaw"]) < 15
-    assert face["reliable"] is True
+    assert face["reliable"] is True and face["found_by"] == "detector"
     assert list(face["expression"]["probabilities"]) == list(CLASSES)
     good_row, bad_row = csv.DictReader(out_csv.open())
     assert good_row["label"] == face["expression"]["label"] and good_row["reliable"] == "true"
+    assert good_row["found_by"] == "detector" and bad_row["found_by"] == ""
     assert float(good_row["p_happiness"]) == face["expression"]["probabilities"]["happiness"]
     assert bad_row["error"] == bad["error"] and bad_row["face"] == ""
     assert list((tmp_path / "ann").rglob("astronaut.png.jpg"))
+
+
+@pytest.mark.parametrize(("flags", "found_by"), [([], ["whole-image"]), (["--no-fallback"], [])])
+def test_predict_takes_a_tight_crop_as_one_face_unless_no_fallback(
+    checkpoint, tight_crop, tmp_path, flags, found_by
+):
+    image, out_json, out_csv = tmp_path / "tight.png", tmp_path / "p.json", tmp_path / "p.csv"
+    Image.fromarray(tight_crop).save(image)
+    args = ["predict", str(image), "--model", str(checkpoint), "--json", str(out_json),
+            "--csv", str(out_csv), *flags]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(out_json.read_text())["records"]
+    assert [face["found_by"] for face in record["faces"]] == found_by
+    assert [row["found_by"] for row in csv.DictReader(out_csv.open())] == (found_by or [""])
 
 
 def test_unknown_model_is_one_line():

@@ -154,7 +154,8 @@ def _folder(tmp_path):
 def test_eval_cli_reports_prints_and_plots_robustness(tmp_path):
     root = _folder(tmp_path)
     args = ["eval", "--dataset", "folder", "--root", str(root), "--landmark-noise", "0,0.05",
-            "--occlusion", "0.2,eyes", "--plots", str(tmp_path / "plots")]  # fmt: skip
+            "--occlusion", "0.2,eyes", "--plots", str(tmp_path / "plots"),
+            "--faces", "precropped"]  # fmt: skip
     reports = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.json"

@@ -18,7 +18,13 @@ from keyfer.errors import KeyferError, WeightsError
 from keyfer.nkf.config import ModelConfig
 from keyfer.train.cached import CachedData, CachedTrainer, build_head
 from keyfer.train.checkpoint import init_head, save_checkpoint
-from keyfer.train.config import Experiment, TrainConfig, load_experiment, shipped_configs
+from keyfer.train.config import (
+    Experiment,
+    ImagesConfig,
+    TrainConfig,
+    load_experiment,
+    shipped_configs,
+)
 from keyfer.train.crops import build_crop_cache
 from keyfer.train.images import ImageTrainer
 from tests.dataset_fixtures import make_rafdb
@@ -44,7 +50,7 @@ def test_train_on_rafdb_scores_its_test_split_and_skips_unreadable_images(tmp_pa
     assert sum(row[CLASSES.index("contempt")] for row in metrics["confusion"]) == 0
     caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert caches == [f"rafdb-{split}-ibug68-s0.05-m0.2-rgb" for split in ("test", "train")]
-    assert "1 of 2 images could not be read" in (out / "train.log").read_text()
+    assert "1 of 2 images left out: 1 unreadable" in (out / "train.log").read_text()
 
 
 def test_training_needs_a_dataset_with_splits(tmp_path: Path):
@@ -89,7 +95,11 @@ def _image_trainer(tmp_path: Path, labels: list[int], train: TrainConfig) -> Ima
 def test_both_engines_start_from_init_from(tmp_path: Path):
     path, saved = _saved_head(tmp_path)
     train = TrainConfig(
-        epochs=1, batch_size=2, init_from=str(path), init_classifier=False, num_workers=0
+        epochs=1,
+        batch_size=2,
+        init_from=str(path),
+        init_classifier=False,
+        images=ImagesConfig(num_workers=0),
     )
     data = CachedData(
         torch.zeros(4, 4, 68, 368, dtype=torch.float16),
@@ -112,9 +122,11 @@ def test_init_from_another_architecture_is_a_clear_error(tmp_path: Path):
 
 def test_image_engine_balanced_sampler_draws_classes_equally(tmp_path: Path):
     labels = [0] * 30 + [1] * 3 + [4] * 3
-    train = TrainConfig(epochs=1, batch_size=12, balanced_sampler=True, num_workers=0)
+    train = TrainConfig(
+        epochs=1, batch_size=12, balanced_sampler=True, images=ImagesConfig(num_workers=0)
+    )
     trainer = _image_trainer(tmp_path, labels, train)
-    drawn = torch.cat([batch_labels for _ in range(10) for _, batch_labels, _ in trainer.loader])
+    drawn = torch.cat([batch_labels for _ in range(10) for _, batch_labels, *_ in trainer.loader])
     counts = torch.bincount(drawn, minlength=8)[[0, 1, 4]]
     assert counts.min() > 0.75 * len(drawn) / 3
 
@@ -122,8 +134,8 @@ def test_image_engine_balanced_sampler_draws_classes_equally(tmp_path: Path):
 @pytest.mark.parametrize("path", sorted(shipped_configs().values()), ids=lambda p: p.stem)
 def test_recipes_load(path: Path):
     experiment = load_experiment(path)
-    assert experiment.dataset in DATASETS
-    if experiment.dataset.startswith("affectnet"):
+    assert all(source.dataset in DATASETS for source in experiment.sources)
+    if experiment.sources[0].dataset.startswith("affectnet"):
         assert experiment.train.balanced_sampler
     if path.stem.endswith("_from_affectnet8"):
         assert experiment.train.init_from == "runs/affectnet8/checkpoint.pt"
@@ -139,7 +151,7 @@ def test_an_interrupted_crop_cache_build_leaves_no_partial_folder(tmp_path: Path
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("keyfer.train.crops.prepare_face", interrupted)
+    monkeypatch.setattr("keyfer.train.crops.sample_crop", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_crop_cache([Sample(face, 0, one_hot(0))], tmp_path / "crops", "gray3", 0.2, "edge")
     assert not any(tmp_path.glob("crops*"))

@@ -64,6 +64,15 @@ def test_config_overrides_and_bad_configs(tmp_path):
         load_experiment(config)
 
 
+def _valid_root(tmp_path):
+    """The fixture with a Valid split copied from its Train split: a checkpoint trained on
+    FERPlus Train is not scored there."""
+    root = tmp_path / "ferplus-valid"
+    if not root.is_dir():
+        shutil.copytree(FIXTURE / "data/FER2013Train", root / "data/FER2013Valid")
+    return root
+
+
 def _eval(checkpoint, tmp_path, name):
     out = tmp_path / f"{name}.json"
     args = [
@@ -73,9 +82,9 @@ def _eval(checkpoint, tmp_path, name):
         "--dataset",
         "ferplus",
         "--root",
-        str(FIXTURE),
+        str(_valid_root(tmp_path)),
         "--split",
-        "train",
+        "valid",
         "--json",
         str(out),
         "--plots",
@@ -93,8 +102,8 @@ def test_eval_writes_the_contract_and_is_deterministic(checkpoint, tmp_path):
     assert 0 <= first["accuracy"] <= 1
     assert first["n"] == sum(map(sum, first["confusion"]))
     assert first["classes"][0] == "neutral" and len(first["classes"]) == 8
-    assert (tmp_path / "plots/ferplus_train_confusion.png").is_file()
-    assert (tmp_path / "plots/ferplus_train_report.txt").is_file()
+    assert (tmp_path / "plots/ferplus_valid_confusion.png").is_file()
+    assert (tmp_path / "plots/ferplus_valid_report.txt").is_file()
     assert _eval(checkpoint, tmp_path, "b") == first
 
 
@@ -190,7 +199,7 @@ def test_image_engine_fine_tunes_facemesh_and_eval_loads_it(tmp_path):
         "model.finetune_alignment=true",
         "train.epochs=1",
         "train.batch_size=2",
-        "train.num_workers=0",
+        "train.images.num_workers=0",
         "train.regularization=augment",
     ]
     args = _train_args(config, out, sets)
@@ -207,13 +216,15 @@ def test_image_engine_fine_tunes_facemesh_and_eval_loads_it(tmp_path):
 
 
 def test_eval_on_a_class_folder_restricts_to_its_classes(checkpoint, tmp_path):
+    """The fixture's images are synthetic gradients, not faces: scored as pre-cropped."""
     images = sorted((FIXTURE / "data/FER2013Train").glob("*.png"))
     for name, image in zip(["happy", "Angry", "happy"], images, strict=False):
         (tmp_path / "faces" / name).mkdir(parents=True, exist_ok=True)
         shutil.copy(image, tmp_path / "faces" / name / image.name)
     out = tmp_path / "folder.json"
     args = ["eval", "--model", str(checkpoint), "--dataset", "folder",
-            "--root", str(tmp_path / "faces"), "--json", str(out)]  # fmt: skip
+            "--root", str(tmp_path / "faces"), "--faces", "precropped",
+            "--json", str(out)]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -242,7 +253,7 @@ def test_balanced_sampler_and_soft_labels_train(tmp_path):
 
 
 def test_ferplus_eval_never_restricts_classes_even_when_a_split_lacks_some(checkpoint, tmp_path):
-    # The fixture's train split holds only 3 of the 8 classes; FERPlus still has all 8.
+    # The split (the fixture's train split) holds only 3 of the 8 classes; FERPlus has all 8.
     report = _eval(checkpoint, tmp_path, "all-classes")
     assert report["restricted_to"] is None
 
@@ -270,11 +281,11 @@ def test_image_engine_fine_tunes_the_appearance_branch_after_a_frozen_epoch(tmp_
         "train.engine=images",
         "model.appearance=keypoints",
         "model.finetune_appearance=true",
-        "train.appearance_freeze_epochs=1",
+        "train.images.appearance_freeze_epochs=1",
         "train.epochs=2",
         "train.batch_size=2",
-        "train.num_workers=0",
-        "train.augmentation={rotation: 5, erase_prob: 0.5}",
+        "train.images.num_workers=0",
+        "train.images.augment={rotation: 5, erase_prob: 0.5}",
     ]
     args = _train_args(config, out, sets)
     result = CliRunner().invoke(main, args)
@@ -291,6 +302,6 @@ def test_image_engine_fine_tunes_the_appearance_branch_after_a_frozen_epoch(tmp_
     frozen = torch.load(tmp_path / "frozen/checkpoint.pt", weights_only=True)
     assert torch.equal(frozen["appearance"]["network.stem_conv.weight"], original)
     bad = CliRunner().invoke(
-        main, ["train", str(config), "--out", str(out), "--set", "train.augmentation={spin: 3}"]
+        main, ["train", str(config), "--out", str(out), "--set", "train.images.augment={spin: 3}"]
     )
-    assert bad.exit_code == 1 and "unknown augmentation keys" in bad.output
+    assert bad.exit_code == 1 and "unknown train.images.augment keys ['spin']" in bad.output

@@ -103,3 +103,23 @@ def test_a_corrupt_frame_is_skipped_and_the_video_goes_on(astronaut, tmp_path, c
     assert len(frames) == 7  # one frame lost; the frames after it are still read
     assert "1 of its 8 frames are missing" in last["error"]
     assert "1 of its 8 frames are missing" in caplog.text
+
+
+@pytest.mark.parametrize(("flags", "found_by"), [([], ["whole-image"]), (["--no-fallback"], [])])
+def test_the_fallback_applies_to_frames_and_a_frame_without_a_face_is_empty(
+    tight_crop, tmp_path, flags, found_by
+):
+    """Frames of a tight face crop, a blank frame between them: the crops are whole-image faces
+    (none with --no-fallback), the blank frame has none."""
+    clip = tmp_path / "tight.avi"
+    height, width = tight_crop.shape[:2]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height))
+    crop = cv2.cvtColor(tight_crop, cv2.COLOR_RGB2BGR)
+    for frame in (crop, np.full_like(crop, 127), crop):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["predict", str(clip), "--jsonl", str(out), *flags])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [[face["found_by"] for face in r["faces"]] for r in records] == [found_by, [], found_by]

@@ -17,7 +17,8 @@ from pathlib import Path
 from keyfer.metrics.classification import SUMMARY_METRICS
 from keyfer.train.cached import CachedData, build_head, head_logits
 from keyfer.train.checkpoint import load_checkpoint
-from keyfer.train.run import appearance_cache_for, cache_for
+from keyfer.train.run import source_caches
+from keyfer.train.sources import experiment_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs/results/ablation.json"
@@ -73,8 +74,8 @@ def perturbed_accuracy(checkpoint: Path) -> dict:
     experiment, state = load_checkpoint(checkpoint)
     head = build_head(experiment.model)
     head.load_state_dict(state["head"])
-    cache = cache_for(experiment, "valid")
-    appearance = appearance_cache_for(experiment, "valid", cache)
+    (source,) = experiment_sources(experiment)
+    cache, appearance = source_caches(experiment, source, str(source.source.eval_split))
     valid = CachedData.load(cache, experiment.model, appearance)
     predictions = head_logits(head, valid, perturbed=True).argmax(1)
     accuracy = float((predictions == valid.labels).float().mean())

@@ -6,9 +6,9 @@ Usage::
         [--set train_subset=3000]
 
 The config (a shipped config's name or a YAML path) needs an appearance branch. The
-Keypoint-Feature caches of its train and eval splits are built first if missing; the appearance
-caches go beside them, named ``<kf cache>-dlib-<taps>`` (what ``keyfer train`` would build on its
-first run).
+Keypoint-Feature caches of each source's train and eval splits are built first if missing; the
+appearance caches go beside them, named ``<kf cache>-dlib-<taps>`` (what ``keyfer train`` would
+build on its first run).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from keyfer.data.datasets import training_splits
 from keyfer.train.config import find_config, load_experiment
-from keyfer.train.run import appearance_cache_for, cache_for
+from keyfer.train.run import source_caches
+from keyfer.train.sources import experiment_sources
 
 
 def main() -> None:
@@ -30,9 +30,11 @@ def main() -> None:
     experiment = load_experiment(find_config(args.config), args.overrides)
     if experiment.model.appearance == "none":
         raise SystemExit(f"{args.config} has no appearance branch (model.appearance is none)")
-    for split in training_splits(experiment.dataset):
-        cache = appearance_cache_for(experiment, split, cache_for(experiment, split))
-        logging.info("%s: %s", split, cache.root)
+    for source in experiment_sources(experiment):
+        for split in (str(source.source.split), str(source.source.eval_split)):
+            cache = source_caches(experiment, source, split)[1]
+            assert cache is not None  # the model has an appearance branch
+            logging.info("%s %s: %s", source.name, split, cache.root)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from safetensors.torch import save
 
 from keyfer.metrics.classification import SUMMARY_METRICS
-from keyfer.models.checkpoint import read_checkpoint
+from keyfer.models.checkpoint import checkpoint_trained_on, read_checkpoint
 from keyfer.models.registry import MODELS_DIR
 
 TRAINING_DATA = (
@@ -63,6 +63,7 @@ def main() -> None:
         "config": config,
         "temperature": model["temperature"],
         "training_data": TRAINING_DATA,
+        "trained_on": [list(pair) for pair in checkpoint_trained_on(state)],
         "license": LICENSE + ("" if config["appearance"] == "none" else APPEARANCE_LICENSE),
         "metrics": {"ferplus_valid": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}},
         "reproduce": args.command,

@@ -29,8 +29,10 @@ from keyfer.preprocessing import gray3_crops
 from keyfer.results import Expression, Face, FrameResult, VideoFrames
 from keyfer.tracking import FaceTracker
 
-# A face is marked "reliable": false (never dropped) below these: FaceMesh presence, the box's
-# shorter side in pixels, and beyond this absolute yaw in degrees.
+# A face is marked "reliable": false (never dropped) below these: FaceMesh presence (a
+# whole-image face's too, which then has 0.05% false faces on face-free crops where 0.1% would
+# allow 0.55: docs/results/whole_image_threshold.md), the box's shorter side in pixels, and
+# beyond this absolute yaw in degrees.
 RELIABLE_MIN_PRESENCE = 0.8
 RELIABLE_MIN_SIZE = 40.0
 RELIABLE_MAX_YAW = 60.0
@@ -50,6 +52,10 @@ class ExpressionRecognizer:
     detector's (needs the ``onnx`` extra); ``threads`` sets onnxruntime's CPU threads. torch's
     are left as they are: set them with ``torch.set_num_threads``. ``detector`` replaces
     keyfer's face detector with your own (a :class:`~keyfer.faces.pipeline.Detector`).
+    ``fallback``: in an image where no face is found, the whole image is tried as one face (a
+    tight face crop; see :class:`~keyfer.faces.pipeline.FacePipeline`); such a face has
+    ``found_by`` ``whole-image`` and, like any face, is ``reliable`` only with a presence of at
+    least ``RELIABLE_MIN_PRESENCE`` (0.8, where the fallback keeps faces from 0.1).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class ExpressionRecognizer:
         backend: str = "torch",
         onnx_path: str | os.PathLike[str] | None = None,
         detector: Detector | None = None,
+        fallback: bool = True,
     ) -> None:
         if backend not in ("torch", "onnx"):
             raise KeyferError(f"unknown backend {backend!r}; use torch or onnx")
@@ -84,7 +91,7 @@ class ExpressionRecognizer:
         shared = None if model.config.finetune_alignment else model.facemesh
         self.pipeline = FacePipeline(
             self.device, tiling, detector_threshold, facemesh=shared,
-            detector_network=detector_network, detector=detector,
+            detector_network=detector_network, detector=detector, fallback=fallback,
         )  # fmt: skip
         self.tta_flip = tta_flip
         self.batch_size = batch_size
@@ -153,6 +160,7 @@ class ExpressionRecognizer:
                 keypoint_importance=expression.keypoint_importance,
                 pose=dict(zip(("yaw", "pitch", "roll"), pose, strict=True)),
                 reliable=ok,
+                found_by=faces.found_by,
             )
             for box, score, presence, points, landmarks, mesh, expression, pose, ok in rows
         ]
@@ -212,7 +220,7 @@ class ExpressionRecognizer:
         skipped and you get one face per box, in order, none dropped (FaceMesh's doubt shows in
         ``presence`` and ``reliable``). Each crop is MediaPipe's, centred on the box with 1.5 x
         its longer side, and upright, since a box tells no eye line; its ``score`` and
-        ``keypoints6`` are None.
+        ``keypoints6`` are None and its ``found_by`` is ``given``.
         """
         return self.analyze(as_rgb_array(image), boxes)[1]
 
@@ -228,8 +236,9 @@ class ExpressionRecognizer:
 
         ``tiling`` overrides the detector's tiling for this video; by default (None) a video is
         searched like a photo, with the recognizer's ``tiling`` (on unless it was built with
-        ``tiling=False``). With ``smooth``, faces are tracked by IoU across frames; each gets a
-        ``track_id`` and its probabilities are an EMA over the track (:mod:`keyfer.tracking`).
+        ``tiling=False``), and the whole-image ``fallback`` applies to each frame as to a photo.
+        With ``smooth``, faces are tracked by IoU across frames; each gets a ``track_id`` and its
+        probabilities are an EMA over the track (:mod:`keyfer.tracking`).
         Corrupt frames are skipped; each result counts those before it, and the returned
         iterator's ``summary`` (:class:`~keyfer.results.VideoSummary`) the whole video's.
         Raises :class:`KeyferError` when no frame can be decoded, or, after the last result,

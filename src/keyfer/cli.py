@@ -18,6 +18,7 @@ import torch
 
 from keyfer import __version__
 from keyfer.data.datasets import DATASETS
+from keyfer.data.labels import FACES_MODES
 from keyfer.device import resolve_device
 from keyfer.errors import KeyferError
 from keyfer.faces.pipeline import DEFAULT_MIN_PRESENCE, FacePipeline
@@ -25,7 +26,14 @@ from keyfer.io.images import ImageListing
 from keyfer.io.outputs import STDOUT, OutputError, OutputNames, check_outputs
 from keyfer.io.records import RecordWriter
 from keyfer.models.registry import DEFAULT_MODEL, create_model
-from keyfer.robustness import FILLS, Occlusion, parse_landmark_noise, parse_occlusions
+from keyfer.nkf.model import NKFModel
+from keyfer.robustness import (
+    FILLS,
+    Occlusion,
+    RobustnessSpec,
+    parse_landmark_noise,
+    parse_occlusions,
+)
 from keyfer.runner import RunSummary, landmarks_describer, list_inputs, run_images
 
 _device_option = click.option(
@@ -62,6 +70,13 @@ _jsonl_option = click.option(
     "jsonl_path",
     type=_RECORDS,
     help="Stream records, one JSON line each (- for stdout).",
+)
+_fallback_option = click.option(
+    "--fallback/--no-fallback",
+    default=True,
+    show_default=True,
+    help="Where no face is found, try the whole image as one face (a tight face crop); its "
+    'faces have "found_by": "whole-image".',
 )
 _DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
@@ -173,6 +188,7 @@ def _finish_run(
     show_default=True,
     help="Drop detections whose FaceMesh face presence is lower.",
 )
+@_fallback_option
 @_device_option
 @_threads_option
 def landmarks(
@@ -185,6 +201,7 @@ def landmarks(
     refine: int,
     detector_threshold: float,
     min_presence: float,
+    fallback: bool,
     device: str,
     threads: int | None,
 ) -> None:
@@ -196,7 +213,12 @@ def landmarks(
     files = {"--json": json_path, "--jsonl": jsonl_path}
     listing, names = _checked_run(paths, False, files, {"--annotate": annotate})
     pipeline = FacePipeline(
-        resolve_device(device), tiling, detector_threshold, min_presence, refine=refine
+        resolve_device(device),
+        tiling,
+        detector_threshold,
+        min_presence,
+        refine=refine,
+        fallback=fallback,
     )
     echo = json_path is None and jsonl_path is None
     header = {"keyfer_version": __version__}
@@ -213,8 +235,21 @@ def landmarks(
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The dataset root, instead of the config's root. A relative root (here or in the "
-    "config) is under the folder $KEYFER_DATA names when that is set.",
+    help="The dataset root, instead of the config's root (a config of one source). A relative "
+    "root (here or in the config) is under the folder $KEYFER_DATA names when that is set.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder that holds the datasets: relative roots are under it (sets $KEYFER_DATA "
+    "for the run).",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(FACES_MODES),
+    help="How the faces of every source's images are found, instead of each source's faces: "
+    "(auto: detect, else the whole image as a face crop; detect; precropped). Default: the "
+    "dataset's own.",
 )
 @click.option(
     "--set",
@@ -231,6 +266,8 @@ def train(
     config: str | None,
     list_configs: bool,
     root: Path | None,
+    data_root: Path | None,
+    faces: str | None,
     overrides: tuple[str, ...],
     out: Path | None,
     resume: Path | None,
@@ -243,8 +280,9 @@ def train(
     Writes checkpoint.pt (with its config), train.log and metrics.json to the run folder. On
     several GPUs or nodes: torchrun --nproc_per_node=N -m keyfer.cli train CONFIG ...
     """
-    from dataclasses import replace
+    import os
 
+    from keyfer.data.roots import DATA_ENV
     from keyfer.train.config import config_summary, find_config, load_experiment, shipped_configs
     from keyfer.train.distributed import is_main_process
     from keyfer.train.run import train_experiment
@@ -257,25 +295,49 @@ def train(
         raise click.UsageError("give a CONFIG (a shipped config's name or a YAML path), or --list")
     experiment = load_experiment(find_config(config), list(overrides))
     if root is not None:
-        experiment = replace(experiment, root=str(root))
+        if len(experiment.sources) > 1:
+            raise click.UsageError(
+                "--root replaces the root of a config of one source; this one has "
+                f"{len(experiment.sources)}: give --data-root, the folder that holds them"
+            )
+        experiment = experiment.with_sources(root=str(root))
+    if faces is not None:
+        experiment = experiment.with_sources(faces=faces)
     run_dir = out or Path("runs") / experiment.name
-    metrics = train_experiment(experiment, run_dir, resume, resolve_device(device))
+    base = os.environ.get(DATA_ENV)
+    if data_root is not None:
+        os.environ[DATA_ENV] = str(data_root)
+    try:
+        metrics = train_experiment(experiment, run_dir, resume, resolve_device(device))
+    finally:  # $KEYFER_DATA as it was: --data-root is for this run only
+        if base is not None:
+            os.environ[DATA_ENV] = base
+        elif data_root is not None:
+            del os.environ[DATA_ENV]
     if is_main_process():
-        click.echo(
+        line = (
             f"valid accuracy {metrics['accuracy']:.4f}, mean class accuracy "
             f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
         )
+        if len(metrics["domains"]) > 1:
+            each = ", ".join(f"{k} {d['accuracy']:.4f}" for k, d in metrics["domains"].items())
+            line += f"; mean domain accuracy {metrics['mean_domain_accuracy']:.4f} ({each})"
+        click.echo(line)
 
 
 @main.command(name="eval")
 @_model_option
-@click.option("--dataset", required=True, type=click.Choice(list(DATASETS)))
+@click.option(
+    "--dataset",
+    type=click.Choice(list(DATASETS)),
+    help="The dataset to score on. Without it, a checkpoint of keyfer train is scored on each "
+    "of its training sources' eval splits (their roots under $KEYFER_DATA), one row each.",
+)
 @click.option(
     "--root",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The dataset root as distributed: the folder holding data/FER2013*/ (ferplus), "
-    "fer2013.csv or train/ and test/ (fer2013), EmoLabel/ and Image/ (rafdb), "
+    help="With --dataset: the dataset root as distributed: the folder holding data/FER2013*/ "
+    "(ferplus), fer2013.csv or train/ and test/ (fer2013), EmoLabel/ and Image/ (rafdb), "
     "Manually_Annotated_* (affectnet, affectnet7), or the class folders (folder). A relative "
     "root is under the folder $KEYFER_DATA names when that is set.",
 )
@@ -283,7 +345,15 @@ def train(
     "--split",
     help="ferplus: train, valid or test; fer2013: train, publictest or privatetest (CSV), "
     "train or test (folders); rafdb: train or test; affectnet, affectnet7: train or "
-    "validation; folder: omit (or all).",
+    "validation; folder: omit (or all). Never a split the model was trained on.",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(FACES_MODES),
+    help="How each image's face is found: auto (detect as keyfer predict does, else the whole "
+    "image as a face crop when FaceMesh sees a face in it), detect (the largest detected face), "
+    "precropped (the image is the face crop, padded to a square). Default: the dataset's own "
+    "(auto for folder; precropped for ferplus, fer2013, rafdb aligned, affectnet boxes).",
 )
 @click.option("--json", "json_path", type=_FILE, help="Write the full report as JSON.")
 @click.option(
@@ -319,9 +389,10 @@ def train(
 @_threads_option
 def evaluate_command(
     model_name: str,
-    dataset: str,
-    root: Path,
+    dataset: str | None,
+    root: Path | None,
     split: str | None,
+    faces: str | None,
     json_path: Path | None,
     plots: Path | None,
     tta: str | None,
@@ -333,28 +404,64 @@ def evaluate_command(
     device: str,
     threads: int | None,
 ) -> None:
-    """Score an expression model on a labelled dataset split.
+    """Score an expression model on a labelled dataset split; without --dataset, a checkpoint on
+    each of its training sources' eval splits (a domain each, on its own classes), with their
+    mean.
 
     With --landmark-noise and --occlusion, the report also holds robustness curves (printed,
-    and plotted with --plots); see docs/method.md, 'Evaluation'.
+    and plotted with --plots); see docs/method.md, 'Evaluation'. Images without a face crop
+    (unreadable, or no face found) are left out and counted by reason.
     """
     import json
 
-    from keyfer.evaluate import evaluate, load_dataset
-    from keyfer.metrics.plots import save_confusion_png
-    from keyfer.robustness import RobustnessSpec, robustness_table, save_robustness_pngs
-
     model = create_model(model_name).to(resolve_device(device)).eval()
-    data = load_dataset(dataset, root, split)
-    info = model.info
     robustness = None
     if landmark_noise or occlusion:
         robustness = RobustnessSpec(landmark_noise, occlusion, occlusion_fill, seed)
+    score = partial(
+        _score_split, model, tta_flip=tta == "flip", batch_size=batch_size,
+        robustness=robustness, plots=plots,
+    )  # fmt: skip
+    if dataset is not None:
+        if root is None:
+            raise click.UsageError("--dataset needs --root, the folder of the dataset")
+        report = score(dataset, root, split, faces, f"{dataset}_{split or 'all'}")
+    elif root is not None or split is not None:
+        raise click.UsageError("--root and --split go with --dataset")
+    else:
+        report = _score_domains(model_name, faces, score)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _score_split(
+    model: NKFModel,
+    dataset: str,
+    root: Path,
+    split: str | None,
+    faces: str | None,
+    stem: str,
+    tta_flip: bool,
+    batch_size: int,
+    robustness: RobustnessSpec | None,
+    plots: Path | None,
+) -> dict:
+    """``keyfer eval`` of ``model`` on one dataset split: its report, printed, and its plots
+    under ``plots`` named ``<stem>_*``."""
+    from keyfer.data.crops import left_out_text
+    from keyfer.evaluate import check_not_trained_on, evaluate, load_dataset
+    from keyfer.metrics.plots import save_confusion_png
+    from keyfer.robustness import robustness_table, save_robustness_pngs
+
+    info = model.info
+    check_not_trained_on(info, dataset, split or "all")
+    data = load_dataset(dataset, root, split, faces)
     report = evaluate(
         model,
         data.samples,
         data.classes,
-        tta_flip=tta == "flip",
+        tta_flip=tta_flip,
         batch_size=batch_size,
         robustness=robustness,
     )
@@ -370,6 +477,11 @@ def evaluate_command(
         f"{report['accuracy']:.4f}, mean class accuracy {report['mean_class_accuracy']:.4f}, "
         f"macro-F1 {report['macro_f1']:.4f}"
     )
+    left_out = left_out_text(report["left_out"])
+    click.echo(
+        f"scored {report['n']} of {report['images']} images"
+        + (f"; left out: {left_out}" if left_out else "")
+    )
     if report["restricted_to"]:
         click.echo(
             f"predictions restricted to the dataset's {len(report['restricted_to'])} classes "
@@ -377,11 +489,7 @@ def evaluate_command(
         )
     if robustness:
         click.echo(robustness_table(report))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
     if plots:
-        stem = f"{dataset}_{split or 'all'}"
         title = f"{info.name} on {dataset}/{split or 'all'}: accuracy {report['accuracy']:.4f}"
         save_confusion_png(
             plots / f"{stem}_confusion.png", np.array(report["confusion"]), report["classes"], title
@@ -394,6 +502,43 @@ def evaluate_command(
             )
         (plots / f"{stem}_report.txt").write_text("\n".join(lines) + "\n")
         save_robustness_pngs(report, plots, stem, title)
+    return report
+
+
+def _score_domains(model_name: str, faces: str | None, score: Callable[..., dict]) -> dict:
+    """``keyfer eval`` without ``--dataset``: checkpoint ``model_name`` scored (``score``, a
+    :func:`_score_split`) on each of its training sources' eval splits, in the source's faces
+    mode (or ``faces``); prints one row per domain and their mean."""
+    from keyfer.evaluate import domains_report
+    from keyfer.train.checkpoint import load_checkpoint
+
+    if not Path(model_name).is_file():
+        raise click.UsageError(
+            "give --dataset and --root: only a checkpoint of keyfer train names the sources "
+            f"it was trained on, and {model_name} is a shipped model"
+        )
+    experiment, _ = load_checkpoint(model_name)
+    report = domains_report(
+        {
+            str(source.name): score(
+                source.dataset,
+                Path(source.root),
+                source.eval_split,
+                faces or source.faces,
+                f"{source.name}_{source.eval_split}",
+            )
+            for source in experiment.sources
+        }
+    )
+    click.echo(f"{'domain':<16} {'split':<20} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
+    for name, domain in report["domains"].items():
+        where = f"{domain['dataset']}/{domain['split']}"
+        click.echo(
+            f"{name:<16} {where:<20} {domain['n']:>6} {domain['accuracy']:>9.4f} "
+            f"{domain['macro_f1']:>9.4f}"
+        )
+    click.echo(f"{'mean':<16} {'':<20} {'':>6} {report['mean_accuracy']:>9.4f}")
+    return report
 
 
 @main.command(name="eval-landmarks")
@@ -500,6 +645,7 @@ def models() -> None:
     show_default=True,
     help="Run the crop network with PyTorch or onnxruntime (needs keyfer[onnx]).",
 )
+@_fallback_option
 @_device_option
 @_threads_option
 def predict(
@@ -519,6 +665,7 @@ def predict(
     model_name: str,
     tiling: bool,
     backend: str,
+    fallback: bool,
     device: str,
     threads: int | None,
 ) -> None:
@@ -554,6 +701,7 @@ def predict(
         tta_flip=tta == "flip",
         threads=threads,
         backend=backend,
+        fallback=fallback,
     )
     echo = json_path is None and jsonl_path is None and csv_path is None
     header = {"keyfer_version": __version__, "model": recognizer.model.info.name}

@@ -1,9 +1,12 @@
 """``keyfer eval``: a model (:func:`keyfer.create_model`'s, shipped or a checkpoint) scored on a
-dataset split from images, pre-cropped faces prepared as the model's ``info`` says.
+dataset split from images, each face found by its sample's faces mode and prepared as the model's
+``info`` says (:func:`keyfer.data.crops.sample_crop`, the crops training sees).
 
 The JSON report holds at least ``accuracy`` (a fraction), ``mean_class_accuracy``, ``macro_f1``,
-``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted); see
-docs/method.md, 'Evaluation'.
+``n`` (images scored), ``classes`` and ``confusion`` (rows true, columns predicted), and
+``left_out`` (images not scored, by reason: ``unreadable``, ``no_face``); see docs/method.md,
+'Evaluation'. A model is never scored on a split it was trained on
+(:func:`check_not_trained_on`).
 """
 
 from __future__ import annotations
@@ -18,24 +21,52 @@ import torch
 from tqdm import tqdm
 
 from keyfer.crop_predictor import CropPredictor
-from keyfer.data.datasets import load_split
+from keyfer.data.crops import (
+    NO_FACE,
+    UNREADABLE,
+    LeftOut,
+    SampleLeftOut,
+    left_out_counts,
+    left_out_text,
+    sample_crop,
+)
+from keyfer.data.datasets import dataset_spec, load_split
 from keyfer.data.labels import CLASSES, Sample
-from keyfer.data.samples import load_sample_image
 from keyfer.data.split import DatasetSplit
 from keyfer.errors import KeyferError
 from keyfer.metrics.classification import classification_report
+from keyfer.models.info import ModelInfo
 from keyfer.nkf.model import NKFModel
-from keyfer.preprocessing import prepare_face
 from keyfer.robustness import RobustnessSpec, robustness_logits, robustness_report
 
 log = logging.getLogger(__name__)
 
 
-def load_dataset(dataset: str, root: Path, split: str | None) -> DatasetSplit:
+def load_dataset(
+    dataset: str, root: Path, split: str | None, faces: str | None = None
+) -> DatasetSplit:
     """Split ``split`` of ``dataset`` under ``root`` (docs/method.md, 'Datasets and splits')
     with majority labels: its samples, its own classes (the restriction of a model's
-    predictions) and the rows left out (:func:`keyfer.data.datasets.load_split`)."""
-    return load_split(dataset, root, split, "majority")
+    predictions) and the rows left out (:func:`keyfer.data.datasets.load_split`). ``faces``
+    sets every sample's faces mode (None: the dataset's own)."""
+    return load_split(dataset, root, split, "majority", faces)
+
+
+def check_not_trained_on(info: ModelInfo, dataset: str, split: str) -> None:
+    """Raise :class:`KeyferError` when the model ``info`` describes was trained on split
+    ``split`` of ``dataset`` (:attr:`ModelInfo.trained_on`), or ``split`` is ``all`` of a dataset
+    it was trained on: a score there measures what it learnt, not how it does on new faces.
+    ``folder`` datasets are not checked: their name does not say which images they hold."""
+    if dataset == "folder":
+        return
+    seen = [part for name, part in info.trained_on if name == dataset and split in (part, "all")]
+    if seen:
+        other = dataset_spec(dataset).eval_split
+        hint = f"; score it on another split (e.g. --split {other})" if other else ""
+        raise KeyferError(
+            f"{info.name} was trained on {dataset} {seen[0]}: it is not scored on "
+            f"{dataset}/{split}{hint}"
+        )
 
 
 def _crop_tensor(model: NKFModel, crops: np.ndarray) -> torch.Tensor:
@@ -57,42 +88,58 @@ BatchLogits = Callable[[np.ndarray, list[int]], list[torch.Tensor]]
 
 def _dataset_pass(
     model: NKFModel, samples: list[Sample], batch_size: int, batch_logits: BatchLogits
-) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
-    """``batch_logits`` of the readable samples, each output concatenated to (N, n_classes), their
-    (N,) labels, and the error messages of the unreadable samples."""
+) -> tuple[list[torch.Tensor], torch.Tensor, list[LeftOut]]:
+    """``batch_logits`` of the samples that give a crop (:func:`sample_crop`), each output
+    concatenated to (N, n_classes), their (N,) labels, and the samples left out. None scored is
+    a :class:`KeyferError` naming the most common reason."""
     info = model.info
-    outputs, labels, unreadable = [], [], []
+    outputs, labels, left_out = [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="eval", unit="batch", disable=None):
         crops, batch_labels, indices = [], [], []
         for index, sample in enumerate(samples[start : start + batch_size], start):
             try:
-                image = load_sample_image(sample)
-                crops.append(prepare_face(image, info.color_mode, info.margin, info.padding))
-                batch_labels.append(sample.label)
-                indices.append(index)
-            except KeyferError as error:
-                unreadable.append(str(error))
+                crops.append(sample_crop(sample, info.color_mode, info.margin, info.padding))
+            except SampleLeftOut as error:
+                left_out.append(LeftOut.of(sample, error))
+                continue
+            batch_labels.append(sample.label)
+            indices.append(index)
         if crops:
             outputs.append(batch_logits(np.stack(crops), indices))
             labels.extend(batch_labels)
     if not labels:
-        raise KeyferError("no image of the dataset could be read")
+        raise _nothing_scored(left_out)
     return (
         [torch.cat(parts) for parts in zip(*outputs, strict=True)],
         torch.tensor(labels),
-        unreadable,
+        left_out,
+    )
+
+
+def _nothing_scored(left_out: list[LeftOut]) -> KeyferError:
+    """The error of a pass that scored no image: the most common reason, with an example."""
+    if not left_out:
+        return KeyferError("no image of the dataset could be scored: it holds none")
+    counts = left_out_counts(left_out)
+    reason = max(counts, key=lambda name: counts[name])
+    example = next(left for left in left_out if left.reason == reason)
+    detail = example.path if reason == NO_FACE else example.message
+    others = left_out_text({name: n for name, n in counts.items() if name != reason})
+    return KeyferError(
+        f"no image of the dataset could be scored: {left_out_text({reason: counts[reason]})} "
+        f"(e.g. {detail})" + (f"; also {others}" if others else "")
     )
 
 
 def dataset_logits(
     model: NKFModel, samples: list[Sample], tta_flip: bool = False, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(N, n_classes) temperature-scaled logits and (N,) labels of the readable samples, and the
-    error messages of the unreadable ones."""
-    (logits,), labels, unreadable = _dataset_pass(
+) -> tuple[torch.Tensor, torch.Tensor, list[LeftOut]]:
+    """(N, n_classes) temperature-scaled logits and (N,) labels of the samples that give a crop,
+    and the samples left out (with their reasons)."""
+    (logits,), labels, left_out = _dataset_pass(
         model, samples, batch_size, lambda crops, _: [predict_logits(model, crops, tta_flip)]
     )
-    return logits, labels, unreadable
+    return logits, labels, left_out
 
 
 def robustness_dataset_logits(
@@ -101,7 +148,7 @@ def robustness_dataset_logits(
     spec: RobustnessSpec,
     tta_flip: bool = False,
     batch_size: int = 64,
-) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+) -> tuple[list[torch.Tensor], torch.Tensor, list[LeftOut]]:
     """Like :func:`dataset_logits`, with one (N, n_classes) temperature-scaled logits tensor per
     setting in :func:`keyfer.robustness.robustness_logits` order (the clean crops first)."""
 
@@ -142,29 +189,43 @@ def evaluate(
     batch_size: int = 64,
     robustness: RobustnessSpec | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` (:func:`keyfer.create_model`'s) on ``samples``; unreadable images are
-    counted, not scored. When the dataset's classes are fewer than the model's, predictions are
-    restricted to them (by the canonical names), and the report says so in ``restricted_to``.
+    """Score ``model`` (:func:`keyfer.create_model`'s) on ``samples``. Of the ``images``
+    samples, those without a crop (unreadable, or no face found) are not scored but counted by
+    reason in ``left_out`` (and the unreadable ones in ``unreadable`` too, as before). When the
+    dataset's classes are fewer than the model's, predictions are restricted to them (by the
+    canonical names), and the report says so in ``restricted_to``.
     With ``robustness``, the same pass also scores its landmark-noise and occlusion settings
     (:mod:`keyfer.robustness`), with the same restriction and mirror TTA, into
     ``landmark_noise`` and ``occlusion``."""
     classes = list(model.info.classes)
     mask, restricted = class_mask(classes, dataset_classes)
     if robustness is None:
-        clean, labels, unreadable = dataset_logits(model, samples, tta_flip, batch_size)
+        clean, labels, left_out = dataset_logits(model, samples, tta_flip, batch_size)
         variants = [clean]
     else:
-        variants, labels, unreadable = robustness_dataset_logits(
+        variants, labels, left_out = robustness_dataset_logits(
             model, samples, robustness, tta_flip, batch_size
         )
     variants = [values + mask for values in variants]
     report = classification_report(labels.numpy(), variants[0].argmax(1).numpy(), classes)
+    counts = left_out_counts(left_out)
     report.update(
         model=model.info.name,
         tta="flip" if tta_flip else None,
         restricted_to=restricted,
-        unreadable=len(unreadable),
+        images=len(samples),
+        left_out=counts,
+        unreadable=counts[UNREADABLE],
     )
     if robustness is not None:
         report.update(robustness_report(variants, labels.numpy(), classes, robustness))
     return report
+
+
+def domains_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The report of a model scored on several domains (``keyfer eval`` of a checkpoint's
+    training sources): each one's :func:`evaluate` report by name under ``domains``, and
+    ``mean_accuracy``, the mean of their accuracies (each domain counts once, whatever its
+    size)."""
+    accuracies = [report["accuracy"] for report in reports.values()]
+    return {"domains": reports, "mean_accuracy": float(np.mean(accuracies))}

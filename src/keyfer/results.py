@@ -43,8 +43,10 @@ class Face:
     z in x's pixel scale; ``label`` and ``probabilities`` as in :class:`Expression`;
     ``keypoint_importance`` (K,) or None; ``pose`` yaw, pitch and roll in degrees (see
     :mod:`keyfer.faces.pose`); ``reliable`` is False when presence, size or yaw make the
-    expression doubtful (see :mod:`keyfer.api`); ``track_id`` numbers a face across the frames
-    of a smoothed video, else None.
+    expression doubtful (see :mod:`keyfer.api`); ``found_by`` says how the face was found, one
+    of :data:`~keyfer.faces.pipeline.FOUND_BY` (``detector``, ``whole-image``: the image taken
+    as one face where the detector found none, its box the image's bounds; ``given``: a box you
+    gave); ``track_id`` numbers a face across the frames of a smoothed video, else None.
     """
 
     box: np.ndarray
@@ -58,6 +60,7 @@ class Face:
     keypoint_importance: np.ndarray | None
     pose: dict[str, float]
     reliable: bool
+    found_by: str = "detector"
     track_id: int | None = None
 
     def __repr__(self) -> str:
@@ -73,7 +76,13 @@ class Face:
         importance = self.keypoint_importance
         return {
             **face_record(
-                self.box, self.score, self.presence, self.keypoints6, self.landmarks68, self.mesh
+                self.box,
+                self.score,
+                self.presence,
+                self.keypoints6,
+                self.landmarks68,
+                self.mesh,
+                self.found_by,
             ),
             "expression": {
                 "label": self.label,
@@ -169,23 +178,24 @@ class VideoFrames(Iterator[FrameResult]):
             close()
 
 
-_FACE_COLUMNS = ("face", "track_id", "x0", "y0", "x1", "y1", "score", "presence", "label",
-                 "reliable", "yaw", "pitch", "roll")  # fmt: skip
+_FACE_COLUMNS = ("face", "track_id", "x0", "y0", "x1", "y1", "score", "presence", "found_by",
+                 "label", "reliable", "yaw", "pitch", "roll")  # fmt: skip
 
 
 def _face_row(index: int, face: Face) -> dict[str, Any]:
-    values = [index, face.track_id, *face.box.tolist(), face.score, face.presence, face.label,
-              face.reliable, *(face.pose[angle] for angle in ("yaw", "pitch", "roll"))]  # fmt: skip
+    values = [index, face.track_id, *face.box.tolist(), face.score, face.presence, face.found_by,
+              face.label, face.reliable,
+              *(face.pose[angle] for angle in ("yaw", "pitch", "roll"))]  # fmt: skip
     probabilities = {f"p_{name}": p for name, p in face.probabilities.items()}
     return {**dict(zip(_FACE_COLUMNS, values, strict=True)), **probabilities}
 
 
 def to_dataframe(results: Iterable[Face | FrameResult]) -> pandas.DataFrame:
     """A pandas DataFrame with one row per face, unrounded: ``face`` (its index in its image
-    or frame), ``track_id``, the box ``x0, y0, x1, y1``, ``score``, ``presence``, ``label``,
-    ``reliable``, ``yaw, pitch, roll`` and ``p_<class>`` per class. Give it one image's faces
-    (:meth:`~keyfer.api.ExpressionRecognizer.predict`), or a video's frames, which add the
-    ``frame`` and ``time_s`` columns. Needs the ``pandas`` extra (``pip install
+    or frame), ``track_id``, the box ``x0, y0, x1, y1``, ``score``, ``presence``, ``found_by``,
+    ``label``, ``reliable``, ``yaw, pitch, roll`` and ``p_<class>`` per class. Give it one
+    image's faces (:meth:`~keyfer.api.ExpressionRecognizer.predict`), or a video's frames, which
+    add the ``frame`` and ``time_s`` columns. Needs the ``pandas`` extra (``pip install
     'keyfer[pandas]'``)."""
     try:
         import pandas

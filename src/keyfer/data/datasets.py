@@ -10,15 +10,21 @@ name           classes  splits                                 train on       ev
 ``rafdb``      7        train, test                            train          test
 ``affectnet``  8        train, validation                      train          validation
 ``affectnet7`` 7        train, validation                      train          validation
+``sfew``       7        train, valid (by film), all            train          valid
+``tfeid``      7        train, valid (by performer), all       train          valid
+``muxspace``   8        train, valid (by person), all          train          valid
 ``folder``     folders  all (``--root`` is the class folders)  --             --
 =============  =======  =====================================  =============  ==========
+
+The ``train`` and ``valid`` splits of sfew, tfeid and muxspace are keyfer's committed lists
+(:mod:`keyfer.data.splits`); their ``all`` is every labelled image.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,10 +33,14 @@ from keyfer.data.fer2013 import SPLITS as FER2013_SPLITS
 from keyfer.data.fer2013 import load_fer2013
 from keyfer.data.ferplus import LABEL_MODES, load_ferplus
 from keyfer.data.folder import load_folder
-from keyfer.data.labels import CLASSES
+from keyfer.data.labels import CLASSES, FACES_MODES
+from keyfer.data.muxspace import load_muxspace
 from keyfer.data.rafdb import load_rafdb
 from keyfer.data.roots import data_root, missing_root_hint
+from keyfer.data.sfew import load_sfew
 from keyfer.data.split import MALFORMED_ROW, MISSING_IMAGE, DatasetSplit
+from keyfer.data.splits import SPLITS as DOMAIN_SPLITS
+from keyfer.data.tfeid import load_tfeid
 from keyfer.errors import KeyferError
 
 
@@ -76,6 +86,9 @@ DATASETS: dict[str, DatasetSpec] = {
         "validation",
         _hard_labels(partial(load_affectnet, num_classes=7)),
     ),
+    "sfew": DatasetSpec(DOMAIN_SPLITS, "train", "valid", _hard_labels(load_sfew)),
+    "tfeid": DatasetSpec(DOMAIN_SPLITS, "train", "valid", _hard_labels(load_tfeid)),
+    "muxspace": DatasetSpec(DOMAIN_SPLITS, "train", "valid", _hard_labels(load_muxspace)),
     "folder": DatasetSpec(("all",), None, None, _folder),
 }
 """Dataset name (the CLI's ``--dataset``) -> its :class:`DatasetSpec`."""
@@ -92,7 +105,11 @@ def dataset_spec(dataset: str) -> DatasetSpec:
 
 
 def load_split(
-    dataset: str, root: str | Path, split: str | None, label_mode: str = "majority"
+    dataset: str,
+    root: str | Path,
+    split: str | None,
+    label_mode: str = "majority",
+    faces: str | None = None,
 ) -> DatasetSplit:
     """Split ``split`` of ``dataset`` under ``root`` (the dataset's root as distributed; a
     relative one is under ``KEYFER_DATA`` when that is set, :func:`keyfer.data.roots.data_root`).
@@ -100,11 +117,16 @@ def load_split(
     ``split`` may be None only for ``folder`` (whose one split is ``all``). ``label_mode``:
     ``majority`` (one-hot targets) or ``probability`` (soft targets from the annotators' votes,
     which only FERPlus has; one-hot elsewhere). The split's ``classes`` are the dataset's
-    canonical classes (for ``folder``, those of its class folders).
+    canonical classes (for ``folder``, those of its class folders). ``faces`` (one of
+    :data:`~keyfer.data.labels.FACES_MODES`) sets every sample's faces mode; None keeps the
+    adapter's own (``precropped`` for FERPlus, FER2013, RAF-DB aligned and AffectNet's boxes,
+    ``auto`` for folders).
     """
     spec = dataset_spec(dataset)
     if label_mode not in LABEL_MODES:
         raise KeyferError(f"unknown label mode {label_mode!r}; choose from {LABEL_MODES}")
+    if faces is not None and faces not in FACES_MODES:
+        raise KeyferError(f"unknown faces mode {faces!r}; choose from {', '.join(FACES_MODES)}")
     if split is None and spec.splits == ("all",):
         split = "all"
     if split not in spec.splits:
@@ -114,7 +136,10 @@ def load_split(
     root = data_root(root)
     if not root.is_dir():
         raise KeyferError(f"the {dataset} root {root} is not a folder; {missing_root_hint()}")
-    return spec.load(root, split, label_mode)
+    data = spec.load(root, split, label_mode)
+    if faces is not None:
+        data.samples = [replace(sample, faces=faces) for sample in data.samples]
+    return data
 
 
 def training_splits(dataset: str) -> tuple[str, str]:

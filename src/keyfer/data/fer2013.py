@@ -62,7 +62,7 @@ def load_fer2013(root: str | Path, split: str) -> DatasetSplit:
     if csv_path is not None and split in USAGES:
         return _load_csv(csv_path, USAGES[split])
     if split in FOLDER_SPLITS and (root / split).is_dir():
-        return DatasetSplit(load_folder(root / split), list(BASIC_CLASSES))
+        return DatasetSplit(load_folder(root / split, "precropped"), list(BASIC_CLASSES))
     raise KeyferError(
         f"no FER2013 {split} split under {root}: expected {root / CSV_NAME} (splits "
         f"{', '.join(USAGES)}) or class folders {root / 'train'}/ and {root / 'test'}/"

@@ -2,6 +2,8 @@
 
 Folder names are mapped onto the canonical classes by :func:`canonical_class`, so ``happy``,
 ``Happy`` and ``happiness`` are one class. Hidden folders and files directly in ROOT are ignored.
+The images may be photos of any shape and framing: by default their faces are found in ``auto``
+mode (:data:`~keyfer.data.labels.FACES_MODES`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from keyfer.io.images import find_images
 log = logging.getLogger(__name__)
 
 
-def load_folder(root: str | Path) -> list[Sample]:
-    """All images under the class folders of ``root``, with one-hot targets.
+def load_folder(root: str | Path, faces: str = "auto") -> list[Sample]:
+    """All images under the class folders of ``root``, with one-hot targets and the faces mode
+    ``faces`` (FER2013's folders of 48x48 face crops: ``precropped``).
 
     Samples come ordered by folder name, then as :func:`find_images` walks each folder. An
     unknown folder name raises one :class:`KeyferError` naming every unknown folder and the
@@ -48,5 +51,5 @@ def load_folder(root: str | Path) -> list[Sample]:
         if listing.skipped:
             log.warning("%s: %d files without an image extension ignored", folder, listing.skipped)
         label = CLASSES.index(canonical_class(folder.name))
-        samples.extend(Sample(path, label, one_hot(label)) for path in listing.images)
+        samples.extend(Sample(path, label, one_hot(label), faces=faces) for path in listing.images)
     return samples

@@ -4,7 +4,8 @@ Each line of the list file is an image name and its label, separated by a space
 (``train_00001.jpg 5``). Labels are 1-based, in :data:`LABELS` order. The split is the name's
 prefix (``train_`` or ``test_``). Images are read from ``Image/aligned/<stem>_aligned.jpg``
 (100x100 aligned faces); when ``Image/aligned`` is absent but ``Image/original`` is there, the
-original photos are used and the face is found by the face detector.
+original photos are used and their faces are found as ``keyfer predict`` finds them (faces mode
+``detect``: the largest face's aligned crop, :func:`keyfer.data.crops.sample_crop`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
-"""Read a :class:`~keyfer.data.labels.Sample`'s face: the one image loader of training and eval.
+"""Read a :class:`~keyfer.data.labels.Sample`'s image: the one image reader of training and eval.
 
-Every dataset comes out as a pre-cropped face in the FERPlus sense (the face from the brows to
-the chin filling a square), which :func:`keyfer.preprocessing.prepare_face` then pads with its
-margin for FaceMesh. A sample is read from its file or its in-memory ``pixels``, then:
-
-- with a ``box`` (AffectNet's CSV face box, a detector-style box around the face), the square of
-  side ``BOX_CONTEXT`` x the box's longer side around the box centre is cut out;
-- with ``detect`` (an in-the-wild image without a box), BlazeFace finds the largest face and its
-  box is turned into a FERPlus-like square (:func:`face_box_from_detection`);
-- otherwise the image is taken as it is (a pre-cropped face: FERPlus, RAF-DB aligned, folders).
+A sample is read from its file or its in-memory ``pixels``. With a ``box`` (AffectNet's CSV face
+box, a detector-style box around the face), :func:`load_sample_image` cuts out the square of side
+``BOX_CONTEXT`` x the box's longer side around the box centre: a pre-cropped face in the FERPlus
+sense (the face from the brows to the chin filling a square), which
+:func:`keyfer.preprocessing.prepare_face` then pads with its margin for FaceMesh. Where the face
+is in an image without a box is the sample's ``faces`` mode's business
+(:func:`keyfer.data.crops.sample_crop`).
 
 Coordinates: source-image pixels, pixel (i, j) spans [j, j + 1) x [i, i + 1), so its centre is at
 integer + 0.5; a box (x, y, w, h) spans [x, x + w) x [y, y + h).
@@ -16,14 +14,11 @@ integer + 0.5; a box (x, y, w, h) spans [x, x + w) x [y, y + h).
 
 from __future__ import annotations
 
-from functools import cache
-
 import cv2
 import numpy as np
 
 from keyfer.data.labels import Sample
 from keyfer.errors import ImageReadError
-from keyfer.faces.detector import FaceDetector
 from keyfer.io.images import read_image, to_rgb_array
 
 Box = tuple[float, float, float, float]
@@ -33,23 +28,23 @@ BOX_CONTEXT = 1.0
 """Side of the cut square over the face box's longer side. A detector-style face box already
 spans brows to chin like a FERPlus crop; precrop's margin adds FaceMesh's context afterwards."""
 
-# Measured on 150 FERPlus train faces (seed 0) upscaled into a mid-gray canvas: the median
-# FERPlus crop is 1.20 x BlazeFace's longer box side, centred 0.11 box sides above its centre.
-DETECTION_SCALE = 1.2
-DETECTION_RAISE = 0.11
+
+def read_sample(sample: Sample) -> np.ndarray:
+    """The whole image of ``sample`` as an (H, W, 3) uint8 RGB array, its box ignored.
+
+    Raises :class:`ImageReadError` when the file cannot be read.
+    """
+    return to_rgb_array(sample.pixels) if sample.pixels is not None else read_image(sample.path)
 
 
 def load_sample_image(sample: Sample) -> np.ndarray:
-    """The face of ``sample`` as an (S, S, 3) uint8 RGB array (any shape for an unboxed file).
+    """The pre-cropped face of ``sample`` as a uint8 RGB array: with a ``box``, the (S, S, 3)
+    square around it (:func:`crop_face_box`); without one, the (H, W, 3) image as it is.
 
-    Raises :class:`ImageReadError` when the file cannot be read, the box lies outside the image,
-    or (with ``detect``) no face is found.
+    Raises :class:`ImageReadError` when the file cannot be read or the box lies outside the image.
     """
-    image = to_rgb_array(sample.pixels) if sample.pixels is not None else read_image(sample.path)
-    box = sample.box
-    if sample.faces == "detect":
-        box = _detect(image, sample)
-    return image if box is None else crop_face_box(image, box, sample)
+    image = read_sample(sample)
+    return image if sample.box is None else crop_face_box(image, sample.box, sample)
 
 
 def crop_face_box(image: np.ndarray, box: Box, sample: Sample | None = None) -> np.ndarray:
@@ -69,24 +64,14 @@ def crop_face_box(image: np.ndarray, box: Box, sample: Sample | None = None) -> 
     return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
-def face_box_from_detection(x0: float, y0: float, x1: float, y1: float) -> Box:
-    """A BlazeFace box (corners x0, y0, x1, y1) -> the square FERPlus-like face box (x, y, w, h):
-    ``DETECTION_SCALE`` x its longer side, raised by ``DETECTION_RAISE`` sides."""
-    long_side = max(x1 - x0, y1 - y0)
-    side = DETECTION_SCALE * long_side
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - DETECTION_RAISE * long_side
-    return cx - side / 2, cy - side / 2, side, side
-
-
-@cache
-def _detector() -> FaceDetector:
-    return FaceDetector()
-
-
-def _detect(image: np.ndarray, sample: Sample) -> Box:
-    """The FERPlus-like box of the largest face BlazeFace finds in ``image``."""
-    boxes = _detector()(image).boxes
-    if len(boxes) == 0:
-        raise ImageReadError(f"no face found in {sample.path}")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return face_box_from_detection(*boxes[int(areas.argmax())].tolist())
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """An (H, W, C) image centred in a square of side max(H, W), its edge pixels repeated (as
+    precrop pads); the odd pixel of an odd difference goes after (right or bottom). A square
+    image is returned as it is."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    bottom, right = side - height - top, side - width - left
+    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)

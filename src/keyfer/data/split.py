@@ -56,10 +56,11 @@ class RowTally:
     excluded: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
 
-    def skip(self, reason: str, line: int, detail: str) -> None:
-        """Count a bad row of ``reason``; ``detail`` says what is wrong with line ``line``."""
+    def skip(self, reason: str, line: int | None, detail: str) -> None:
+        """Count a bad row of ``reason``; ``detail`` says what is wrong with line ``line`` (None:
+        an image file, not a line of the list file)."""
         self.skipped[reason] += 1
-        self.examples.setdefault(reason, f"line {line}: {detail}")
+        self.examples.setdefault(reason, detail if line is None else f"line {line}: {detail}")
 
     def exclude(self, reason: str) -> None:
         """Count a row the dataset's protocol leaves out."""

@@ -1,8 +1,9 @@
-"""JSON records of keyfer's outputs (schema version 2) and the writers that stream them.
+"""JSON records of keyfer's outputs (schema version 3) and the writers that stream them.
 
 An image record is ``{"path", "width", "height", "faces": [...], "error"}``; each face is
-``{"box", "score", "presence", "keypoints6", "landmarks68", "mesh"}``. Coordinates are original
-image pixels after EXIF rotation, a pixel's centre at integer + 0.5; mesh z is in x's pixel scale.
+``{"box", "score", "presence", "found_by", "keypoints6", "landmarks68", "mesh"}``, ``found_by``
+one of :data:`~keyfer.faces.pipeline.FOUND_BY`. Coordinates are original image pixels after EXIF
+rotation, a pixel's centre at integer + 0.5; mesh z is in x's pixel scale.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from keyfer.faces.pipeline import DetectedFaces
 from keyfer.io.outputs import STDOUT
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CSV_COLUMNS = (
     "path",
     "frame",
@@ -36,6 +37,7 @@ CSV_COLUMNS = (
     "x1",
     "y1",
     "score",
+    "found_by",
     "label",
     "reliable",
     "yaw",
@@ -83,14 +85,17 @@ def face_record(
     keypoints6: np.ndarray | None,
     landmarks68: np.ndarray,
     mesh: np.ndarray,
+    found_by: str,
 ) -> dict[str, Any]:
     """The JSON-ready record of one face, from its (4,) box, (6, 2) keypoints, (68, 2)
-    landmarks and (468, 3) mesh in image pixels (score and keypoints None for a given box)."""
+    landmarks and (468, 3) mesh in image pixels (score and keypoints None for a given box) and
+    how it was found (:data:`~keyfer.faces.pipeline.FOUND_BY`)."""
     with _cyclic_gc_paused():
         return {
             "box": rounded(box, COORD_DECIMALS),
             "score": rounded(score, SCORE_DECIMALS),
             "presence": rounded(presence, SCORE_DECIMALS),
+            "found_by": found_by,
             "keypoints6": rounded(keypoints6, COORD_DECIMALS),
             "landmarks68": rounded(landmarks68, COORD_DECIMALS),
             "mesh": rounded(mesh, COORD_DECIMALS),
@@ -108,7 +113,10 @@ def face_records(faces: DetectedFaces) -> list[dict[str, Any]]:
         faces.mesh.numpy(),
     ]
     with _cyclic_gc_paused():
-        return [face_record(*values) for values in zip(*columns, strict=True)]
+        return [
+            face_record(box, score, presence, points, landmarks, mesh, faces.found_by)
+            for box, score, presence, points, landmarks, mesh in zip(*columns, strict=True)
+        ]
 
 
 def image_record(
@@ -164,7 +172,7 @@ def _csv_rows(record: dict[str, Any], classes: list[str]) -> list[list[Any]]:
         pose = face.get("pose") or {}
         rows.append([
             *image, index, face.get("track_id", ""), *face["box"], face["score"],
-            expression["label"], _csv_flag(face.get("reliable")),
+            face.get("found_by", ""), expression["label"], _csv_flag(face.get("reliable")),
             *(pose.get(angle, "") for angle in ("yaw", "pitch", "roll")), "",
             *(expression["probabilities"].get(c, "") for c in classes),
         ])  # fmt: skip

@@ -7,8 +7,11 @@ Format version 2, tagged ``keyfer-checkpoint-2``:
 - ``model``: ``config`` (the :class:`~keyfer.nkf.config.ModelConfig` fields) and ``classes``,
   ``temperature``, ``color_mode``, ``margin``, ``padding`` (:class:`ModelInfo`'s fields);
 - ``head``, and where they were fine-tuned ``facemesh`` and ``appearance``: state dicts;
-- the training run's entries (``config``: its experiment; ``optimizer``, ``scheduler``,
-  ``epoch``, ``metrics``), which :mod:`keyfer.train.checkpoint` reads; loading a model does not.
+- the training run's entries (``config``: its experiment, whose key layout is its
+  ``config_version``, older ones migrated by :func:`keyfer.train.config.migrate_config`;
+  ``optimizer``, ``scheduler``, ``generator``, ``sampler``, ``epoch``, ``metrics``), which
+  :mod:`keyfer.train.checkpoint` reads; loading a model reads only the experiment's training data
+  (:func:`checkpoint_trained_on`).
 
 Version 1 (keyfer 0.2.0 and before) had no ``model`` entry: its model config was the
 experiment's ``model`` section and its temperature a top-level tensor, and every such model was
@@ -43,6 +46,11 @@ _VERSION_1_CLASSES = (
 _VERSION_1_MARGIN = 0.2
 _VERSION_1_PADDING = "edge"
 _VERSION_1_COLOR_MODE = "gray3"  # the default of the model configs of that release
+
+TRAIN_SPLIT = "train"
+"""The split an experiment trained on when it names none: the train split of every dataset
+``keyfer train`` has trained on (:func:`keyfer.data.datasets.training_splits`; a test keeps the
+two in step)."""
 
 
 def model_entry(config: ModelConfig, info: ModelInfo) -> dict[str, Any]:
@@ -121,6 +129,23 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "format": f"keyfer-checkpoint-{FORMAT_VERSION}", "model": model}
 
 
+def checkpoint_trained_on(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The (dataset, split) pairs a checkpoint's experiment (``data["config"]``) trained on: each
+    of its ``sources`` (their ``dataset``, and ``split`` or :data:`TRAIN_SPLIT`), else its
+    ``dataset``'s :data:`TRAIN_SPLIT`; empty without an experiment."""
+    experiment = data.get("config")
+    if not isinstance(experiment, dict):
+        return ()
+    sources = experiment.get("sources")
+    if not isinstance(sources, list):
+        sources = [experiment]
+    return tuple(
+        (str(source["dataset"]), str(source.get("split", TRAIN_SPLIT)))
+        for source in sources
+        if isinstance(source, dict) and "dataset" in source
+    )
+
+
 def state_dict_mismatch(error: Exception) -> str:
     """One line from :meth:`torch.nn.Module.load_state_dict`'s error: the keys and shapes that
     differ (shortened)."""
@@ -153,8 +178,9 @@ def checkpoint_model(
     path: str | os.PathLike[str], pretrained: bool = True, **overrides: Any
 ) -> NKFModel:
     """The model of checkpoint ``path``, described by its ``model`` entry (its name is the path
-    as given, its digest the file's sha256), with its weights when ``pretrained``. ``overrides``
-    replace model-config fields; architecture changes need ``pretrained=False``."""
+    as given, its digest the file's sha256, its training data its experiment's:
+    :func:`checkpoint_trained_on`), with its weights when ``pretrained``. ``overrides`` replace
+    model-config fields; architecture changes need ``pretrained=False``."""
     data = read_checkpoint(path)
     entry = data["model"]
     try:
@@ -167,6 +193,7 @@ def checkpoint_model(
             margin=float(entry["margin"]),
             padding=entry["padding"],
             digest=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            trained_on=checkpoint_trained_on(data),
         )
         model = NKFModel(config)
         model.info = info

@@ -19,6 +19,8 @@ class ModelInfo:
     ``margin`` and ``padding``: how a tight, pre-cropped face is padded before it is resized to
     the 192x192 input (:func:`keyfer.preprocessing.prepare_face`). ``digest``: a sha256 hex of
     what defines its network (keys its ONNX exports); empty for a model being trained.
+    ``trained_on``: the (dataset, split) pairs it was trained on (dataset names of ``keyfer eval
+    --dataset``), which ``keyfer eval`` refuses to score it on; empty when not known.
     """
 
     name: str
@@ -28,6 +30,7 @@ class ModelInfo:
     margin: float
     padding: str
     digest: str = ""
+    trained_on: tuple[tuple[str, str], ...] = ()
 
     def check(self, config: ModelConfig) -> None:
         """Raise :class:`KeyferError` when this description does not fit ``config``."""

@@ -3,8 +3,9 @@ factory).
 
 Each shipped model is a ``<name>.json`` record beside its ``<name>.safetensors`` head weights in
 this folder. The record states the weights' sha256, the label names in canonical order, the
-preprocessing (input colour mode and crop), the training data, the licence, the metrics, the
-calibration temperature and the full model config. Loading never guesses: a record whose weights
+preprocessing (input colour mode and crop), the training data (described, and as the
+``trained_on`` dataset splits), the licence, the metrics, the calibration temperature and the
+full model config. Loading never guesses: a record whose weights
 are missing or do not match their sha256 is an error.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ class ModelRecord:
     license: str
     metrics: dict[str, Any]
     description: str = ""
+    trained_on: list[list[str]] = field(default_factory=list)
+    """[dataset, split] pairs (``keyfer eval`` names) of the training data."""
 
     @property
     def weights_path(self) -> Path:
@@ -111,6 +114,7 @@ def _shipped_model(name: str, pretrained: bool, overrides: dict[str, Any]) -> NK
         margin=pre["precrop_margin"],
         padding=pre["precrop_padding"],
         digest=record.digest,
+        trained_on=tuple((dataset, split) for dataset, split in record.trained_on),
     )
     if pretrained:
         try:
@@ -129,7 +133,8 @@ def create_model(
     """The one loader of expression models: a shipped model by name (``list_models()``) or a
     ``keyfer train`` checkpoint by path, with its weights when ``pretrained``. The model
     describes itself in ``model.info`` (:class:`ModelInfo`: classes, temperature, colour mode,
-    pre-crop margin and padding, digest). It is on the CPU in training mode, as built.
+    pre-crop margin and padding, digest, the dataset splits it was trained on). It is on the CPU
+    in training mode, as built.
 
     ``overrides`` replace model-config fields (e.g. ``dropout=0.1``, or ``finetune_alignment=True``
     to train it further); architecture changes need ``pretrained=False``. A shipped model's name

@@ -26,14 +26,14 @@ class ModelConfig:
     ``use_global`` switch the two feature kinds (global = the mean-pooled stride-32 tap).
     ``dim``: width of each projected token. ``rkfa``: none, channel, keypoint or both.
     ``head``: concat (keeps keypoint identity), mean, or attention pooling over tokens.
-    ``finetune_alignment``: train FaceMesh too (at ``TrainConfig.alignment_lr``).
+    ``finetune_alignment``: train FaceMesh too (at ``train.images.alignment_lr``).
     ``color_mode``: gray3 (gray replicated to 3 channels, for FERPlus) or rgb.
 
     The appearance branch (dlib's face-recognition ResNet, :mod:`keyfer.nkf.appearance`):
     ``appearance`` none, ``global`` (its pooled 256-d feature), ``keypoints`` (its Keypoint
     Features from ``appearance_taps``, joined to each FaceMesh token) or ``both``;
     ``appearance_global`` join (beside FaceMesh's global feature) or replace (instead of it);
-    ``finetune_appearance`` trains the branch too (at ``TrainConfig.appearance_lr``).
+    ``finetune_appearance`` trains the branch too (at ``train.images.appearance_lr``).
     """
 
     keypoints: str | list[int] = "ibug68"

@@ -9,8 +9,10 @@ stride-32 global feature. Arrays are written as ``.npy`` files and read back mem
     DIR/labels.npy    (N,) int64                DIR/targets.npy (N, 8) float32
     DIR/presence.npy  (N,) float32              DIR/meta.json   settings and sample paths
 
-An image that cannot be read is cached as a mid-gray crop with label -1 (left out when the cache
-is loaded for training), and its error goes into ``meta.json`` under ``unreadable``.
+Faces are found and prepared by :func:`keyfer.data.crops.sample_crop` (the crops eval sees). An
+image without a crop (unreadable, or no face found) is cached as a mid-gray crop with label -1
+(left out when the cache is loaded for training); ``meta.json`` counts those by reason under
+``left_out`` and holds each one's error under ``errors``.
 """
 
 from __future__ import annotations
@@ -25,21 +27,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from keyfer.data.crops import (
+    LeftOut,
+    SampleLeftOut,
+    left_out_counts,
+    left_out_summary,
+    sample_crop,
+)
 from keyfer.data.labels import Sample
-from keyfer.data.samples import load_sample_image
-from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE, TAP_STRIDES, FaceMesh
 from keyfer.faces.ibug68 import MESH_TO_IBUG68, inter_ocular_distance
 from keyfer.nkf.keypoint_features import keypoint_feature_channels, sample_keypoint_features
 from keyfer.nkf.model import GLOBAL_TAP, keypoint_indices
 from keyfer.nkf.perturbation import perturb_keypoints
-from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING, PAD_VALUE, prepare_face
+from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING, PAD_VALUE
 
 log = logging.getLogger(__name__)
 
 VIEWS = ("clean", "mirror", "clean_perturbed", "mirror_perturbed")
 UNREADABLE = -1
-"""The label cached for an image that could not be read."""
+"""The label cached for an image left out: unreadable, or no face found in it."""
 
 
 @dataclass
@@ -82,18 +89,17 @@ class KFCache:
 
 def load_crops(
     samples: Sequence[Sample], color_mode: str, margin: float, padding: str
-) -> tuple[torch.Tensor, dict[int, str]]:
-    """(B, 3, 192, 192) FaceMesh crops in [0, 1], and the error of each unreadable sample by its
-    position in ``samples`` (its crop is mid-gray)."""
-    crops, unreadable = [], {}
+) -> tuple[torch.Tensor, dict[int, LeftOut]]:
+    """(B, 3, 192, 192) FaceMesh crops in [0, 1] (:func:`sample_crop`), and each sample left out
+    by its position in ``samples`` (its crop is mid-gray)."""
+    crops, left_out = [], {}
     for position, sample in enumerate(samples):
         try:
-            image = load_sample_image(sample)
-            crops.append(prepare_face(image, color_mode, margin, padding))
-        except KeyferError as error:  # unreadable, or not a square face crop
-            unreadable[position] = str(error)
+            crops.append(sample_crop(sample, color_mode, margin, padding))
+        except SampleLeftOut as error:
+            left_out[position] = LeftOut.of(sample, error)
             crops.append(np.full((CROP_SIZE, CROP_SIZE, 3), PAD_VALUE, np.uint8))
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0, unreadable
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0, left_out
 
 
 @torch.inference_mode()
@@ -108,8 +114,8 @@ def build_cache(
     seed: int = 0,
     color_mode: str = "gray3",
 ) -> KFCache:
-    """Run the frozen FaceMesh over the samples' faces (read by :func:`load_sample_image`,
-    prepared in ``color_mode``) and write a :class:`KFCache`.
+    """Run the frozen FaceMesh over the samples' faces (found and prepared in ``color_mode`` by
+    :func:`sample_crop`) and write a :class:`KFCache`.
 
     Perturbed views move every landmark by N(0, (sigma * IOD)^2), with a fixed ``seed``.
     """
@@ -122,13 +128,13 @@ def build_cache(
     global_feature = np.lib.format.open_memmap(out / "global.npy", "w+", np.float16, (n, 2, 128))
     presence = np.zeros(n, np.float32)
     generator = torch.Generator().manual_seed(seed)
-    unreadable: dict[int, str] = {}
+    left_out: dict[int, LeftOut] = {}
     for start in tqdm(
         range(0, n, batch_size), desc=f"caching {out.name}", unit="batch", disable=None
     ):
         batch = samples[start : start + batch_size]
-        crops, errors = load_crops(batch, color_mode, margin, padding)
-        unreadable.update({start + position: error for position, error in errors.items()})
+        crops, missing = load_crops(batch, color_mode, margin, padding)
+        left_out.update({start + position: left for position, left in missing.items()})
         stop = start + len(batch)
         for view, images in enumerate((crops, crops.flip(-1))):
             result = facemesh(images, taps=TAP_STRIDES)
@@ -143,19 +149,18 @@ def build_cache(
     kf.flush()
     global_feature.flush()
     labels = np.array([s.label for s in samples], np.int64)
-    labels[list(unreadable)] = UNREADABLE
-    if unreadable:
-        log.warning(
-            "%s: %d of %d images could not be read and are left out (first: %s)",
-            out, len(unreadable), n, next(iter(unreadable.values())),
-        )  # fmt: skip
+    labels[list(left_out)] = UNREADABLE
+    if left_out:
+        log.warning("%s: %s", out, left_out_summary(list(left_out.values()), n))
     np.save(out / "labels.npy", labels)
     np.save(out / "targets.npy", np.stack([s.target for s in samples]).astype(np.float32))
     np.save(out / "presence.npy", presence)
     meta = {
         "keypoints": keypoints, "taps": list(TAP_STRIDES), "views": list(VIEWS), "sigma": sigma,
         "margin": margin, "padding": padding, "seed": seed, "color_mode": color_mode,
-        "paths": [str(s.path) for s in samples], "unreadable": unreadable,
+        "paths": [str(s.path) for s in samples],
+        "left_out": left_out_counts(left_out.values()),
+        "errors": {index: left.message for index, left in left_out.items()},
     }  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta))
     return KFCache.open(out)

@@ -2,20 +2,20 @@
 
 Each step draws, per image, the crop or its mirror (when ``mirror``), and for KF regularization
 the matching landmark-perturbed view from the cache (docs/method.md, 'KF regularization').
-Evaluation uses the clean view.
+Evaluation uses the clean view. The rows of several sources' caches train together, each row's
+loss restricted to its source's classes (:mod:`keyfer.train.losses`), in the order of
+:mod:`keyfer.train.sampler`'s rule.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm import tqdm
 
-from keyfer.data.sampling import class_balanced_weights
 from keyfer.errors import KeyferError
 from keyfer.nkf.config import ModelConfig
 from keyfer.nkf.head import NKFHead
@@ -24,16 +24,11 @@ from keyfer.train.appearance_cache import AppearanceCache
 from keyfer.train.cache import UNREADABLE, KFCache
 from keyfer.train.checkpoint import init_head
 from keyfer.train.config import TrainConfig
-from keyfer.train.distributed import (
-    Shard,
-    all_reduce_sum,
-    data_parallel,
-    progress_disabled,
-    seed_process_rng,
-)
+from keyfer.train.distributed import Shard
+from keyfer.train.loop import Batch, Trainer
 from keyfer.train.losses import nkf_loss
-from keyfer.train.sampler import GlobalBatchSampler
-from keyfer.train.speed import autocast, compile_modules
+from keyfer.train.sampler import GlobalBatchSampler, draw_weights
+from keyfer.train.speed import compile_modules
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +38,8 @@ class CachedData:
     """Cache arrays in memory for the chosen taps and keypoints: ``kf`` (N, 4, K, C) and
     ``global_feature`` (N, 2, 128) float16, ``labels`` (N,), ``targets`` (N, 8); with an
     appearance branch also ``appearance_kf`` (N, 4, K, Ca) and ``appearance_global`` (N, 2, 256)
-    float16 (views as in :data:`keyfer.train.cache.VIEWS`)."""
+    float16 (views as in :data:`keyfer.train.cache.VIEWS`). ``source``: (N,) int64, each row's
+    source (an index into the experiment's sources; None: all rows are of one source)."""
 
     kf: torch.Tensor
     global_feature: torch.Tensor
@@ -51,6 +47,7 @@ class CachedData:
     targets: torch.Tensor
     appearance_kf: torch.Tensor | None = None
     appearance_global: torch.Tensor | None = None
+    source: torch.Tensor | None = None
 
     @classmethod
     def load(
@@ -66,9 +63,10 @@ class CachedData:
 
         def select(kf: np.ndarray, channels: np.ndarray) -> torch.Tensor:
             kf = kf[:, :, subset] if subset != list(range(len(cached))) else kf
+            columns: np.ndarray | slice = channels
             if np.array_equal(channels, np.arange(channels[0], channels[-1] + 1)):
-                channels = slice(channels[0], channels[-1] + 1)  # a view: far faster on a memmap
-            return torch.from_numpy(np.ascontiguousarray(kf[..., channels][rows]))
+                columns = slice(channels[0], channels[-1] + 1)  # a view: far faster on a memmap
+            return torch.from_numpy(np.ascontiguousarray(kf[..., columns][rows]))
 
         data = cls(
             select(cache.kf, cache.tap_channels(model.taps)),
@@ -85,8 +83,43 @@ class CachedData:
             data.appearance_global = torch.from_numpy(np.array(appearance.global_feature[rows]))
         return data
 
+    @classmethod
+    def load_sources(
+        cls,
+        caches: Sequence[tuple[KFCache, AppearanceCache | None]],
+        model: ModelConfig,
+    ) -> CachedData:
+        """The readable rows of each source's cache (and appearance cache) in turn, as
+        :meth:`load` gives them, with each row's source index in ``source``. The rows are
+        copied into arrays of the total size one source at a time."""
+        sizes = [int((np.asarray(cache.labels) != UNREADABLE).sum()) for cache, _ in caches]
+        source = torch.repeat_interleave(torch.arange(len(caches)), torch.tensor(sizes))
+        if len(caches) == 1:
+            return replace(cls.load(caches[0][0], model, caches[0][1]), source=source)
+        whole: CachedData | None = None
+        for index, (cache, appearance) in enumerate(caches):
+            part = cls.load(cache, model, appearance)
+            arrays = {f.name: getattr(part, f.name) for f in fields(part)}
+            arrays = {name: array for name, array in arrays.items() if array is not None}
+            if whole is None:
+                shapes = {name: (len(source), *array.shape[1:]) for name, array in arrays.items()}
+                whole = cls(
+                    **{name: arrays[name].new_empty(shape) for name, shape in shapes.items()}
+                )
+            start = sum(sizes[:index])
+            for name, array in arrays.items():
+                getattr(whole, name)[start : start + sizes[index]] = array
+        assert whole is not None  # caches is not empty
+        return replace(whole, source=source)
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    def source_index(self) -> torch.Tensor:
+        """(N,) int64: each row's source (all 0 without ``source``)."""
+        if self.source is None:
+            return torch.zeros(len(self), dtype=torch.long)
+        return self.source
 
     def head_input(
         self,
@@ -99,15 +132,15 @@ class CachedData:
         """The head's (B, K, C) tokens and (B, G) global feature, float32 on ``device``, for rows
         ``index`` at KF view ``slot`` and global view ``view`` (fused as :func:`fuse` does)."""
 
-        def rows(array: torch.Tensor | None, at) -> torch.Tensor | None:
-            return None if array is None else array[index, at].to(device).float()
+        def rows(array: torch.Tensor, at: torch.Tensor | int) -> torch.Tensor:
+            return array[index, at].to(device).float()
 
         return fuse(
             config,
             rows(self.kf, slot),
             rows(self.global_feature, view),
-            rows(self.appearance_kf, slot),
-            rows(self.appearance_global, view),
+            None if self.appearance_kf is None else rows(self.appearance_kf, slot),
+            None if self.appearance_global is None else rows(self.appearance_global, view),
         )
 
 
@@ -124,41 +157,14 @@ def build_head(model: ModelConfig) -> NKFHead:
     )
 
 
-class _HeadLoss(nn.Module):
-    """The loss of one step on cache rows: the module that DistributedDataParallel wraps."""
+class CachedTrainer(Trainer):
+    """The head alone on Keypoint-Feature cache rows (:class:`CachedData`), in the shared loop
+    (:class:`~keyfer.train.loop.Trainer`) at ``train.lr``; one generator draws both the order and
+    the steps' random numbers.
 
-    def __init__(
-        self, head: NKFHead, train: TrainConfig, data: CachedData, generator: torch.Generator
-    ) -> None:
-        super().__init__()
-        self.head = head
-        self.train_config = train
-        self.data = data
-        self.generator = generator
-
-    def forward(self, index: torch.Tensor, shard: Shard) -> torch.Tensor:
-        device = next(self.head.parameters()).device
-        view = torch.zeros(len(index), dtype=torch.long)
-        if self.train_config.mirror:
-            view = (shard.rand(self.generator) < 0.5).long()
-
-        def logits_for(moved: torch.Tensor) -> torch.Tensor:
-            slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
-            tokens, global_feature = self.data.head_input(
-                self.head.config, index, slot, view, device
-            )
-            return self.head(tokens, global_feature).logits.float()
-
-        labels = self.data.labels[index].to(device)
-        targets = self.data.targets[index].to(device)
-        return nkf_loss(self.train_config, logits_for, labels, targets, self.generator, shard)
-
-
-class CachedTrainer:
-    """AdamW + one-cycle schedule over ``train.epochs``; :meth:`run_epoch` trains one epoch.
-
-    Under torchrun each process trains on its shard of every global batch of ``batch_size``.
-    """
+    ``source_weights``: each source's weight in the sampler's draws
+    (:func:`~keyfer.train.sampler.draw_weights`); ``source_classes``: (S, n_classes) bool, the
+    classes of each source, to which the loss of its rows is restricted (None: all classes)."""
 
     def __init__(
         self,
@@ -166,64 +172,53 @@ class CachedTrainer:
         train: TrainConfig,
         data: CachedData,
         device: torch.device | None = None,
+        source_weights: Sequence[float] = (1.0,),
+        source_classes: torch.Tensor | None = None,
     ) -> None:
         torch.manual_seed(train.seed)
-        self.train_config = train
         device = device or torch.device("cpu")
-        self.device = device
         self.head = build_head(model)
         if train.init_from:
             init_head(self.head, train.init_from, train.init_classifier)
         self.head.to(device)
         compile_modules(train, device, self.head)
-        self.optimizer = torch.optim.AdamW(
-            self.head.parameters(), lr=train.lr, weight_decay=train.weight_decay
+        self.data = data
+        self.source_classes = source_classes
+        generator = torch.Generator().manual_seed(train.seed)
+        weights = draw_weights(
+            data.source_index(), data.labels, source_weights, train.balanced_sampler
         )
-        self.generator = torch.Generator().manual_seed(train.seed)
-        weights = class_balanced_weights(data.labels) if train.balanced_sampler else None
-        self.sampler = GlobalBatchSampler(
-            len(data), train.batch_size, self.generator, weights=weights
+        sampler = GlobalBatchSampler(len(data), train.batch_size, generator, weights=weights)
+        groups = [{"params": self.head.parameters(), "lr": train.lr}]
+        super().__init__(train, device, self.head, {"head": self.head}, groups, sampler, generator)
+
+    def batches(self) -> Iterator[Batch]:
+        """The (B,) cache rows of each of this process's shards."""
+        return ((torch.tensor(rows),) for rows in self.sampler)
+
+    def loss(self, batch: Batch, shard: Shard) -> torch.Tensor:
+        """:func:`nkf_loss` on cache rows ``batch``: each row's crop or (when ``train.mirror``,
+        with probability 0.5) its mirror, at clean or perturbed landmarks."""
+        (index,) = batch
+        view = torch.zeros(len(index), dtype=torch.long)
+        if self.train_config.mirror:
+            view = (shard.rand(self.generator) < 0.5).long()
+
+        def logits_for(moved: torch.Tensor) -> torch.Tensor:
+            slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
+            tokens, global_feature = self.data.head_input(
+                self.head.config, index, slot, view, self.device
+            )
+            return self.head(tokens, global_feature).logits.float()
+
+        labels = self.data.labels[index].to(self.device)
+        targets = self.data.targets[index].to(self.device)
+        allowed = None
+        if self.source_classes is not None:
+            allowed = self.source_classes[self.data.source_index()[index]].to(self.device)
+        return nkf_loss(
+            self.train_config, logits_for, labels, targets, self.generator, shard, allowed
         )
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, train.lr, total_steps=train.epochs * len(self.sampler), pct_start=0.1
-        )
-        self.step_loss = data_parallel(_HeadLoss(self.head, train, data, self.generator), device)
-        seed_process_rng(train.seed)
-
-    def state_dict(self) -> dict:
-        return {
-            "head": self.head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-
-    def run_epoch(self) -> float:
-        """One pass over the data (or as many balanced draws); returns the mean loss over all
-        processes."""
-        self.head.train()
-        total, count = 0.0, 0
-        batches = zip(self.sampler.shards(), self.sampler, strict=True)
-        for shard, rows in tqdm(
-            batches, total=len(self.sampler), leave=False, disable=progress_disabled()
-        ):
-            index = torch.tensor(rows)
-            with autocast(self.train_config, self.device):
-                loss = self.step_loss(index, shard)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * shard.weight).backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            total += loss.item() * len(index)
-            count += len(index)
-        total, count = all_reduce_sum([total, count])
-        return total / count
 
 
 @torch.inference_mode()

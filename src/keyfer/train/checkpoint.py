@@ -35,8 +35,9 @@ def save_checkpoint(path: Path, experiment: Experiment, state: dict[str, Any]) -
 
 
 def load_checkpoint(path: str | Path) -> tuple[Experiment, dict[str, Any]]:
-    """The experiment and the contents of a checkpoint (:func:`read_checkpoint`); one without
-    its experiment config, or with one this keyfer does not read, is a clear error."""
+    """The experiment (migrated to the current config layout) and the contents of a checkpoint
+    (:func:`read_checkpoint`); one without its experiment config, or with one this keyfer does
+    not read, is a clear error."""
     data = read_checkpoint(path)
     if not isinstance(data.get("config"), dict):
         raise WeightsError(f"{path} is a damaged keyfer checkpoint: it has no config")
@@ -47,9 +48,10 @@ def load_checkpoint(path: str | Path) -> tuple[Experiment, dict[str, Any]]:
 
 
 def resume_state(path: str | Path, experiment: Experiment) -> dict[str, Any]:
-    """The contents of checkpoint ``path``, to resume ``experiment`` from (its data ``root`` may
-    differ). A checkpoint of another config, or of a config this keyfer reads differently (keys
-    renamed or removed since its run began), is one line saying what to do."""
+    """The contents of checkpoint ``path``, to resume ``experiment`` from (its sources' data
+    roots may differ). The experiment of a run begun with an older config layout is migrated first
+    (:func:`~keyfer.train.config.migrate_config`). A checkpoint of another config, or of one this
+    keyfer cannot read (a key unknown to it, a newer layout), is one line saying what to do."""
     try:
         saved, data = load_checkpoint(path)
     except WeightsError as error:
@@ -60,7 +62,9 @@ def resume_state(path: str | Path, experiment: Experiment) -> dict[str, Any]:
             f"differently ({error.__cause__}); start the run anew without --resume, or resume "
             "it with the keyfer version that began it"
         ) from error
-    saved = replace(saved, root=experiment.root)  # the data may have moved: not part of the recipe
+    if len(saved.sources) == len(experiment.sources):  # the data may have moved: not the recipe
+        roots = zip(saved.sources, experiment.sources, strict=True)
+        saved = replace(saved, sources=[replace(mine, root=new.root) for mine, new in roots])
     if saved != experiment:
         differing = _differing_keys(saved.to_dict(), experiment.to_dict())
         raise KeyferError(

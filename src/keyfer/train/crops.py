@@ -1,12 +1,15 @@
 """Prepared-crop caches for the image engine: a split's 192x192 FaceMesh input crops, made once.
 
-Reading, cutting out (AffectNet boxes, detection), pre-cropping and resizing every face again each
-epoch costs more than the network on a GPU. The cache holds the result as one uint8 array, read
+Reading, cutting out (AffectNet boxes, detection and alignment), pre-cropping and resizing every
+face again each epoch costs more than the network on a GPU (:func:`keyfer.data.crops.sample_crop`
+makes each crop, as eval does). The cache holds the result as one uint8 array, read
 memory-mapped by every data-loading worker of every epoch and run::
 
     DIR/crops.npy     (N, 192, 192, C) uint8, C = 1 for gray3 (replicated on reading), 3 for rgb
-    DIR/readable.npy  (N,) bool, False where the image could not be read (its crop is zeros)
-    DIR/meta.json     settings, sample paths and the errors; a complete cache always has it
+    DIR/readable.npy  (N,) bool, False where the image gave no crop (its crop is zeros)
+    DIR/meta.json     settings, sample paths, the images left out counted by reason
+                      (``left_out``: unreadable, no_face) and their ``errors``; a complete cache
+                      always has it
 
 A cache folder is named by dataset and split, colour mode, pre-crop margin and padding, and a
 digest of the samples' paths and face boxes (a subset or a changed list gets its own). It is
@@ -28,11 +31,15 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from keyfer.data.crops import (
+    LeftOut,
+    SampleLeftOut,
+    left_out_counts,
+    left_out_summary,
+    sample_crop,
+)
 from keyfer.data.labels import Sample
-from keyfer.data.samples import load_sample_image
-from keyfer.errors import KeyferError
 from keyfer.faces.facemesh import CROP_SIZE
-from keyfer.preprocessing import prepare_face
 from keyfer.train.distributed import builders_first
 
 log = logging.getLogger(__name__)
@@ -63,7 +70,8 @@ class CropCache:
 
 
 class _Prepared(Dataset):
-    """Samples -> (192, 192, C) uint8 prepared crops and the read error ("" when readable)."""
+    """Samples -> (192, 192, C) uint8 prepared crops (:func:`sample_crop`), and the reason and
+    error of a sample left out ("" and "" when it gives a crop)."""
 
     def __init__(self, samples: Sequence[Sample], color_mode: str, margin: float, padding: str):
         self.samples = samples
@@ -75,13 +83,13 @@ class _Prepared(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str, str]:
         try:
-            image = load_sample_image(self.samples[index])
-            crop = prepare_face(image, self.color_mode, self.margin, self.padding)
-            return crop[..., : self.channels], ""
-        except KeyferError as error:  # unreadable, or not a square face crop
-            return np.zeros((CROP_SIZE, CROP_SIZE, self.channels), np.uint8), str(error)
+            crop = sample_crop(self.samples[index], self.color_mode, self.margin, self.padding)
+            return crop[..., : self.channels], "", ""
+        except SampleLeftOut as error:
+            blank = np.zeros((CROP_SIZE, CROP_SIZE, self.channels), np.uint8)
+            return blank, error.reason, str(error)
 
 
 def build_crop_cache(
@@ -92,8 +100,8 @@ def build_crop_cache(
     padding: str,
     num_workers: int = 0,
 ) -> CropCache:
-    """Prepare every sample's face (:func:`load_sample_image`, then :func:`prepare_face`) with
-    ``num_workers`` processes and write a :class:`CropCache` to ``out_dir``."""
+    """Prepare every sample's face (:func:`sample_crop`) with ``num_workers`` processes and write
+    a :class:`CropCache` to ``out_dir``."""
     out = Path(out_dir)
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
@@ -122,26 +130,29 @@ def _write_crops(
     prepared = _Prepared(samples, color_mode, margin, padding)
     shape = (len(samples), CROP_SIZE, CROP_SIZE, prepared.channels)
     crops = np.lib.format.open_memmap(partial / "crops.npy", "w+", np.uint8, shape)
-    errors: dict[int, str] = {}
+    left_out: dict[int, LeftOut] = {}
     loader = DataLoader(prepared, batch_size=64, num_workers=num_workers)
     start = 0
-    for batch, messages in tqdm(loader, desc=f"preparing {name}", unit="batch", disable=None):
+    for batch, reasons, messages in tqdm(
+        loader, desc=f"preparing {name}", unit="batch", disable=None
+    ):
         crops[start : start + len(batch)] = batch.numpy()
-        errors.update({start + i: m for i, m in enumerate(messages) if m})
+        for row, (reason, message) in enumerate(zip(reasons, messages, strict=True), start):
+            if reason:
+                left_out[row] = LeftOut(samples[row].path, reason, message)
         start += len(batch)
     crops.flush()
     del crops
     readable = np.ones(len(samples), bool)
-    readable[list(errors)] = False
+    readable[list(left_out)] = False
     np.save(partial / "readable.npy", readable)
-    if errors:
-        log.warning(
-            "%s: %d of %d images could not be read and are left out (first: %s)",
-            name, len(errors), len(samples), next(iter(errors.values())),
-        )  # fmt: skip
+    if left_out:
+        log.warning("%s: %s", name, left_out_summary(list(left_out.values()), len(samples)))
     meta = {
         "color_mode": color_mode, "margin": margin, "padding": padding,
-        "paths": [str(s.path) for s in samples], "unreadable": errors,
+        "paths": [str(s.path) for s in samples],
+        "left_out": left_out_counts(left_out.values()),
+        "errors": {index: left.message for index, left in left_out.items()},
     }  # fmt: skip
     (partial / "meta.json").write_text(json.dumps(meta))
 

@@ -1,14 +1,16 @@
 """Image-level NKF training: augmented face crops through FaceMesh (frozen or fine-tuned).
 
 Slower than the cached engine, but it is the only way to fine-tune the alignment network, and it
-sees fresh augmentation every epoch. The faces are prepared once into a crop cache
-(:mod:`keyfer.train.crops`) and augmented on the 192x192 crop; bf16 autocast (``train.bf16``) is
-used on CUDA. Under torchrun each process trains on its shard of every global batch.
+sees fresh augmentation every epoch. The faces are prepared once into a crop cache per source
+and split (:mod:`keyfer.train.crops`) and augmented on the 192x192 crop; bf16 autocast
+(``train.bf16``) is used on CUDA. Under torchrun each process trains on its shard of every global
+batch. As in the cached engine, several sources train together, each sample's loss restricted to
+its source's classes, in the order of :mod:`keyfer.train.sampler`'s rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -16,11 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from keyfer.data.augment import AugmentConfig, augment_face
 from keyfer.data.labels import Sample
-from keyfer.data.sampling import class_balanced_weights
 from keyfer.evaluate import predict_logits
 from keyfer.faces.facemesh import CROP_SIZE, FaceMesh
 from keyfer.nkf.model import NKFModel
@@ -28,18 +28,11 @@ from keyfer.nkf.perturbation import perturb_keypoints
 from keyfer.train.checkpoint import init_head
 from keyfer.train.config import Experiment
 from keyfer.train.crops import CropCache
-from keyfer.train.distributed import (
-    Shard,
-    all_reduce_sum,
-    data_parallel,
-    gather_rows,
-    progress_disabled,
-    seed_process_rng,
-    shard_rows,
-)
+from keyfer.train.distributed import Shard, gather_rows, shard_rows
+from keyfer.train.loop import Batch, Trainer
 from keyfer.train.losses import nkf_loss
-from keyfer.train.sampler import GlobalBatchSampler
-from keyfer.train.speed import autocast, compile_modules
+from keyfer.train.sampler import GlobalBatchSampler, draw_weights
+from keyfer.train.speed import compile_modules
 
 
 def augment_for_crop(config: AugmentConfig, margin: float) -> AugmentConfig:
@@ -50,34 +43,61 @@ def augment_for_crop(config: AugmentConfig, margin: float) -> AugmentConfig:
     return replace(config, shift=config.shift * face, erase_area=(low * face**2, high * face**2))
 
 
+class SourceCrops:
+    """The crop caches of several sources' samples read as one: row ``i`` of the whole is row
+    ``i - start`` of the cache whose rows start at ``start`` (for :class:`FaceCropDataset`)."""
+
+    def __init__(self, parts: Sequence[CropCache]) -> None:
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(part) for part in parts])
+        self.readable = np.concatenate([part.readable for part in parts])
+        self.meta = parts[0].meta  # the same preparation (margin, padding) in every part
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(B, 192, 192, 3) uint8 crops of ``rows``, each read from its source's cache."""
+        rows = np.asarray(rows)
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        crops = np.empty((len(rows), CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        for index in np.unique(part):
+            inside = part == index
+            crops[inside] = self.parts[index].read(rows[inside] - self.starts[index])
+        return crops
+
+
 class FaceCropDataset(Dataset):
     """Labelled faces from a crop cache -> ((3, 192, 192) float crops in [0, 1], label, (8,)
-    target). ``rows``: each sample's row in ``crops``. A key is ``(index, epoch seed)``: the
-    augmentation depends on those only, not on the process or worker that loads the sample."""
+    target, source index). ``rows``: each sample's row in ``crops``; ``source``: each sample's
+    source (None: all 0). A key is ``(index, epoch seed)``: the augmentation depends on those
+    only, not on the process or worker that loads the sample."""
 
     def __init__(
         self,
         samples: list[Sample],
-        crops: CropCache,
+        crops: CropCache | SourceCrops,
         rows: np.ndarray,
         augment: AugmentConfig | None,
+        source: np.ndarray | None = None,
     ) -> None:
         self.samples = samples
         self.crops = crops
         self.rows = rows
         self.augment = augment
+        self.source = np.zeros(len(samples), np.int64) if source is None else source
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor, int]:
         index, seed = key
         sample = self.samples[index]
         crop = self.crops.read([self.rows[index]])[0]
         if self.augment is not None:
             crop = augment_face(crop, np.random.default_rng([seed, index]), self.augment)
         tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
-        return tensor, sample.label, torch.from_numpy(sample.target)
+        return tensor, sample.label, torch.from_numpy(sample.target), int(self.source[index])
 
 
 class _SeededBatches:
@@ -94,70 +114,36 @@ class _SeededBatches:
         return ([(index, seed) for index in batch] for batch in self.sampler)
 
 
-class _ImageLoss(nn.Module):
-    """The loss of one step on crops: the module that DistributedDataParallel wraps."""
-
-    def __init__(
-        self,
-        model: NKFModel,
-        teacher: FaceMesh | None,
-        experiment: Experiment,
-        generator: torch.Generator,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.teacher = teacher
-        self.experiment = experiment
-        self.generator = generator
-
-    def forward(
-        self, crops: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, shard: Shard
-    ) -> torch.Tensor:
-        train, model = self.experiment.train, self.model
-        features = model.features(crops)
-        noise = shard.randn(self.generator, *features.keypoints.shape[1:])
-        moved_points = perturb_keypoints(features.keypoints, features.iod, train.sigma, noise=noise)
-
-        def logits_for(moved: torch.Tensor) -> torch.Tensor:
-            where = moved.to(crops.device)[:, None, None]
-            points = torch.where(where, moved_points, features.keypoints)
-            return model.classify(features, points).logits.float()
-
-        labels, targets = labels.to(crops.device), targets.to(crops.device)
-        loss = nkf_loss(train, logits_for, labels, targets, self.generator, shard)
-        if self.teacher is not None:
-            with torch.no_grad():
-                reference = self.teacher(crops).mesh[..., :2]
-            drift = F.mse_loss(
-                features.mesh[..., :2].float() / CROP_SIZE, reference.float() / CROP_SIZE
-            )
-            loss = loss + train.distill_weight * drift
-        return loss
-
-
 def _face_loader(
-    experiment: Experiment, samples: list[Sample], crops: CropCache, device: torch.device
+    experiment: Experiment,
+    samples: list[Sample],
+    crops: CropCache | SourceCrops,
+    source: np.ndarray,
+    device: torch.device,
 ) -> tuple[GlobalBatchSampler, DataLoader]:
-    """The sampler of the readable samples, and the data loader of their augmented crops."""
+    """The sampler of the readable samples (of sources ``source``), and the data loader of
+    their augmented crops."""
     train = experiment.train
     rows = np.flatnonzero(crops.readable)
     kept = [samples[i] for i in rows]
-    weights = None
-    if train.balanced_sampler:
-        weights = class_balanced_weights(torch.tensor([s.label for s in kept]))
+    weights = draw_weights(
+        torch.from_numpy(source[rows]),
+        torch.tensor([s.label for s in kept], dtype=torch.long),
+        [s.weight for s in experiment.sources],
+        train.balanced_sampler,
+    )
     generator = torch.Generator().manual_seed(train.seed)
     drop_last = len(kept) > train.batch_size
     sampler = GlobalBatchSampler(len(kept), train.batch_size, generator, drop_last, weights)
-    augment = None
-    if train.augment:
-        config = AugmentConfig(flip=train.mirror, **train.augmentation)
-        augment = augment_for_crop(config, crops.meta["margin"])
+    augment = train.images.augment_config(train.mirror)
+    if augment is not None:
+        augment = augment_for_crop(augment, crops.meta["margin"])
     loader = DataLoader(
-        FaceCropDataset(kept, crops, rows, augment),
+        FaceCropDataset(kept, crops, rows, augment, source[rows]),
         batch_sampler=_SeededBatches(sampler),
-        num_workers=train.num_workers,
+        num_workers=train.images.num_workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=train.num_workers > 0,
+        persistent_workers=train.images.num_workers > 0,
     )
     return sampler, loader
 
@@ -181,109 +167,97 @@ def crop_logits(
     return gather_rows(local, len(rows))
 
 
-class ImageTrainer:
-    """AdamW + one-cycle over the head (``lr``) and a fine-tuned FaceMesh (``alignment_lr``).
+class ImageTrainer(Trainer):
+    """The whole model on augmented crops, in the shared loop (:class:`~keyfer.train.loop.Trainer`):
+    the head at ``train.lr``, a fine-tuned FaceMesh at ``train.images.alignment_lr`` (kept near the
+    original by distillation) and a fine-tuned appearance branch at ``train.images.appearance_lr``
+    (frozen for the first ``appearance_freeze_epochs``).
 
-    ``crops`` holds the prepared faces of ``samples`` (unreadable ones are left out).
+    ``crops`` holds the prepared faces of ``samples`` (unreadable ones are left out). With
+    several sources, ``source`` is each sample's source (an index into ``experiment.sources``)
+    and ``source_classes`` (S, n_classes) bool the classes of each, to which the loss of its
+    samples is restricted (None: all classes).
     """
 
     def __init__(
         self,
         experiment: Experiment,
         samples: list[Sample],
-        crops: CropCache,
+        crops: CropCache | SourceCrops,
         device: torch.device,
+        source: np.ndarray | None = None,
+        source_classes: torch.Tensor | None = None,
     ) -> None:
-        train = experiment.train
+        train, images = experiment.train, experiment.train.images
         torch.manual_seed(train.seed)
         self.experiment = experiment
-        self.device = device
         self.model = NKFModel(experiment.model).to(device)
         if train.init_from:
             init_head(self.model.head, train.init_from, train.init_classifier)
-        finetune = experiment.model.finetune_alignment
-        if finetune:  # FaceMesh runs channels_last: weights in their gradients' layout for DDP
-            self.model.facemesh.to(memory_format=torch.channels_last)
-        teacher = None
-        if finetune and train.distill_weight > 0:
-            teacher = FaceMesh.from_pretrained().to(device)
-        compile_modules(train, device, self.model.facemesh, self.model.head)
+        parts: dict[str, nn.Module] = {"head": self.model.head}
         groups = [{"params": self.model.head.parameters(), "lr": train.lr}]
-        if finetune:
-            groups.append({"params": self.model.facemesh.parameters(), "lr": train.alignment_lr})
-        if experiment.model.finetune_appearance:
-            appearance = self.model.appearance.parameters()
-            groups.append({"params": appearance, "lr": train.appearance_lr})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=train.weight_decay)
-        self.sampler, self.loader = _face_loader(experiment, samples, crops, device)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            [g["lr"] for g in groups],
-            total_steps=train.epochs * len(self.sampler),
-            pct_start=0.1,
+        self.teacher = None
+        if experiment.model.finetune_alignment:
+            # FaceMesh runs channels_last: weights in their gradients' layout for DDP (torch's
+            # overloads of Module.to lack memory_format, which it takes).
+            self.model.facemesh.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            parts["facemesh"] = self.model.facemesh
+            groups.append({"params": self.model.facemesh.parameters(), "lr": images.alignment_lr})
+            if images.distill_weight > 0:
+                self.teacher = FaceMesh.from_pretrained().to(device)
+        compile_modules(train, device, self.model.facemesh, self.model.head)
+        if self.model.appearance is not None and experiment.model.finetune_appearance:
+            parts["appearance"] = self.model.appearance
+            groups.append(
+                {"params": self.model.appearance.parameters(), "lr": images.appearance_lr}
+            )
+        self.source = np.zeros(len(samples), np.int64) if source is None else source
+        self.source_classes = source_classes
+        sampler, self.loader = _face_loader(experiment, samples, crops, self.source, device)
+        generator = torch.Generator().manual_seed(train.seed + 1)
+        super().__init__(train, device, self.model, parts, groups, sampler, generator)
+
+    def batches(self) -> Iterator[Batch]:
+        """The (B, 3, 192, 192) augmented crops on the device, (B,) labels, (B, 8) targets and
+        (B,) source indices of each of this process's shards."""
+        return (
+            (crops.to(self.device, non_blocking=True), labels, targets.float(), source)
+            for crops, labels, targets, source in self.loader
         )
-        self.generator = torch.Generator().manual_seed(train.seed + 1)
-        loss = _ImageLoss(self.model, teacher, experiment, self.generator)
-        self.step_loss = data_parallel(loss, device)
-        seed_process_rng(train.seed)
 
-    def state_dict(self) -> dict:
-        state = {
-            "head": self.model.head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "sampler": self.sampler.generator.get_state(),
-        }
-        if self.experiment.model.finetune_alignment:
-            state["facemesh"] = self.model.facemesh.state_dict()
-        if self.experiment.model.finetune_appearance:
-            state["appearance"] = self.model.appearance.state_dict()
-        return state
+    def loss(self, batch: Batch, shard: Shard) -> torch.Tensor:
+        """:func:`nkf_loss` on the crops of ``batch`` (landmarks perturbed in IOD units), plus
+        ``distill_weight`` x the drift of a fine-tuned FaceMesh's mesh from the original's."""
+        crops, labels, targets, source = batch
+        train, model = self.experiment.train, self.model
+        features = model.features(crops)
+        noise = shard.randn(self.generator, *features.keypoints.shape[1:])
+        moved_points = perturb_keypoints(features.keypoints, features.iod, train.sigma, noise=noise)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.head.load_state_dict(state["head"])
-        if "facemesh" in state:
-            self.model.facemesh.load_state_dict(state["facemesh"])
-        if "appearance" in state:
-            self.model.appearance.load_state_dict(state["appearance"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.sampler.generator.set_state(state["sampler"])
+        def logits_for(moved: torch.Tensor) -> torch.Tensor:
+            where = moved.to(crops.device)[:, None, None]
+            points = torch.where(where, moved_points, features.keypoints)
+            return model.classify(features, points).logits.float()
 
-    def _appearance_frozen(self) -> list[nn.Parameter]:
+        labels, targets = labels.to(crops.device), targets.to(crops.device)
+        allowed = None
+        if self.source_classes is not None:
+            allowed = self.source_classes[source].to(crops.device)
+        loss = nkf_loss(train, logits_for, labels, targets, self.generator, shard, allowed)
+        if self.teacher is not None:
+            with torch.no_grad():
+                reference = self.teacher(crops).mesh[..., :2]
+            drift = F.mse_loss(
+                features.mesh[..., :2].float() / CROP_SIZE, reference.float() / CROP_SIZE
+            )
+            loss = loss + train.images.distill_weight * drift
+        return loss
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
         """The fine-tuned appearance branch's parameters while ``appearance_freeze_epochs``
         still hold it frozen (the scheduler counts the epochs done), else none."""
-        train = self.experiment.train
-        if not self.experiment.model.finetune_appearance:
-            return []
+        appearance = self.parts.get("appearance")
         epoch = self.scheduler.last_epoch // max(len(self.sampler), 1)
-        return (
-            list(self.model.appearance.parameters())
-            if epoch < train.appearance_freeze_epochs
-            else []
-        )
-
-    def run_epoch(self) -> float:
-        """One pass over the training images; returns the mean loss over all processes."""
-        self.model.train()
-        total, count = 0.0, 0
-        frozen = self._appearance_frozen()
-        batches = zip(self.sampler.shards(), self.loader, strict=True)
-        for shard, (crops, labels, targets) in tqdm(
-            batches, total=len(self.sampler), leave=False, disable=progress_disabled()
-        ):
-            crops = crops.to(self.device, non_blocking=True)
-            with autocast(self.experiment.train, self.device):
-                loss = self.step_loss(crops, labels, targets.float(), shard)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * shard.weight).backward()
-            for parameter in frozen:  # no gradient: AdamW neither steps nor decays them
-                parameter.grad = None
-            self.optimizer.step()
-            self.scheduler.step()
-            total += loss.item() * len(labels)
-            count += len(labels)
-        total, count = all_reduce_sum([total, count])
-        return total / count
+        if appearance is None or epoch >= self.experiment.train.images.appearance_freeze_epochs:
+            return []
+        return list(appearance.parameters())

@@ -1,9 +1,11 @@
-"""``keyfer train``: an experiment from its config to a checkpoint, a log and Valid metrics.
+"""``keyfer train``: an experiment from its config to a checkpoint, a log and eval metrics.
 
-With a frozen alignment network the head trains on Keypoint-Feature caches (built once per
-dataset split, keypoint set, perturbation sigma and pre-crop margin, under ``cache_dir``); the
-image engine reads its faces from prepared-crop caches under ``cache_dir/crops``. Under torchrun
-every process runs the same code (:mod:`keyfer.train.distributed`).
+An experiment trains on one or more sources (:mod:`keyfer.train.sources`). With a frozen
+alignment network the head trains on Keypoint-Feature caches, one per source and split (named
+by dataset, split, train subset and faces mode, keypoint set, perturbation sigma and pre-crop
+margin, under ``cache_dir``); the image engine reads its faces from prepared-crop caches under
+``cache_dir/crops``. Every epoch scores each source's eval split (:mod:`keyfer.train.validation`).
+Under torchrun every process runs the same code (:mod:`keyfer.train.distributed`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from keyfer.data.datasets import load_split, training_splits
 from keyfer.data.labels import CLASSES, Sample
 from keyfer.errors import KeyferError
-from keyfer.evaluate import class_mask
 from keyfer.faces.dlib_resnet import TAPS as APPEARANCE_TAPS
-from keyfer.metrics.calibration import fit_temperature
-from keyfer.metrics.classification import classification_report, expected_calibration_error
 from keyfer.models.info import ModelInfo
 from keyfer.preprocessing import DEFAULT_MARGIN, DEFAULT_PADDING
 from keyfer.train.appearance_cache import (
@@ -39,35 +37,30 @@ from keyfer.train.checkpoint import resume_state, save_checkpoint
 from keyfer.train.config import Experiment
 from keyfer.train.crops import CropCache, crop_cache
 from keyfer.train.distributed import barrier, builders_first, is_main_process, process_group
-from keyfer.train.images import ImageTrainer, crop_logits
+from keyfer.train.images import ImageTrainer, SourceCrops, crop_logits
+from keyfer.train.sampler import drawn_counts
+from keyfer.train.sources import SourceData, experiment_sources, source_classes
+from keyfer.train.validation import ValidRows
 
 log = logging.getLogger(__name__)
 
-
-def dataset_samples(experiment: Experiment, split: str) -> list[Sample]:
-    """The labelled samples of a split of the experiment's dataset, the train split subsampled
-    for ``train_subset`` (fixed seed)."""
-    # Soft targets are kept where the dataset has votes; majority training reads the hard labels.
-    samples = load_split(experiment.dataset, experiment.root, split, "probability").samples
-    if split == training_splits(experiment.dataset)[0] and experiment.train_subset:
-        keep = np.random.default_rng(0).permutation(len(samples))[: experiment.train_subset]
-        samples = [samples[i] for i in sorted(keep)]
-    return samples
+CacheParts = tuple[KFCache, AppearanceCache | None]
+"""A source split's Keypoint-Feature cache and, for a model with an appearance branch, its
+appearance cache."""
 
 
-def cache_for(experiment: Experiment, split: str) -> KFCache:
-    """The split's Keypoint-Feature cache, built on first use."""
+def cache_for(
+    experiment: Experiment, data: SourceData, split: str, samples: list[Sample]
+) -> KFCache:
+    """The Keypoint-Feature cache of split ``split`` of source ``data`` (its ``samples``), built
+    on first use."""
     keypoints = experiment.model.keypoints
     cached_set = keypoints if isinstance(keypoints, str) else "ibug68"
-    train_split = training_splits(experiment.dataset)[0]
-    subset = (
-        f"-n{experiment.train_subset}" if split == train_split and experiment.train_subset else ""
-    )
     color_mode = experiment.model.color_mode
     # gray3 caches keep their original names, from before the colour mode was a setting.
     color = "" if color_mode == "gray3" else f"-{color_mode}"
     name = (
-        f"{experiment.dataset}-{split}{subset}-{cached_set}"
+        f"{data.cache_stem(split)}-{cached_set}"
         f"-s{experiment.train.sigma:g}-m{DEFAULT_MARGIN:g}{color}"
     )
     root = Path(experiment.cache_dir) / name
@@ -75,19 +68,16 @@ def cache_for(experiment: Experiment, split: str) -> KFCache:
         return KFCache.open(root)
     log.info("building the Keypoint-Feature cache %s (once)", root)
     return build_cache(
-        dataset_samples(experiment, split),
-        root,
-        keypoints=cached_set,
-        sigma=experiment.train.sigma,
-        color_mode=color_mode,
+        samples, root, keypoints=cached_set, sigma=experiment.train.sigma, color_mode=color_mode
     )
 
 
 def appearance_cache_for(
-    experiment: Experiment, split: str, kf_cache: KFCache
+    experiment: Experiment, samples: list[Sample], kf_cache: KFCache
 ) -> AppearanceCache | None:
-    """The split's appearance cache beside its Keypoint-Feature cache when the model has an
-    appearance branch (built on first use, with :data:`CACHED_TAPS` and any others asked for)."""
+    """The appearance cache of ``samples`` beside their Keypoint-Feature cache when the model has
+    an appearance branch (built on first use, with :data:`CACHED_TAPS` and any others asked
+    for)."""
     config = experiment.model
     if config.appearance == "none":
         return None
@@ -97,19 +87,31 @@ def appearance_cache_for(
     if (root / "meta.json").is_file():
         return AppearanceCache.open(root)
     log.info("building the appearance cache %s (once)", root)
-    return build_appearance_cache(dataset_samples(experiment, split), kf_cache, root, taps)
+    return build_appearance_cache(samples, kf_cache, root, taps)
 
 
-def crops_for(experiment: Experiment, split: str, samples: list[Sample]) -> CropCache:
-    """The prepared face crops of a split's ``samples`` for the image engine, built on first use."""
+def source_caches(experiment: Experiment, data: SourceData, split: str) -> CacheParts:
+    """The caches of source ``data``'s ``split`` (its train or its eval split): its
+    Keypoint-Feature cache and, for a model with an appearance branch, its appearance cache,
+    built on first use."""
+    samples = data.train if split == data.source.split else data.valid
+    kf_cache = cache_for(experiment, data, split, samples)
+    return kf_cache, appearance_cache_for(experiment, samples, kf_cache)
+
+
+def crops_for(
+    experiment: Experiment, data: SourceData, split: str, samples: list[Sample]
+) -> CropCache:
+    """The prepared face crops of split ``split`` of source ``data`` (its ``samples``) for the
+    image engine, built on first use."""
     return crop_cache(
         samples,
         Path(experiment.cache_dir) / "crops",
-        f"{experiment.dataset}-{split}",
+        f"{data.source.dataset}-{split}",
         experiment.model.color_mode,
         DEFAULT_MARGIN,
         DEFAULT_PADDING,
-        experiment.train.num_workers,
+        experiment.train.images.num_workers,
     )
 
 
@@ -145,43 +147,62 @@ def _save(path: Path, experiment: Experiment, state: dict) -> None:
 
 
 class _CachedRun:
-    """The cached engine behind the common run interface."""
+    """The cached engine behind the common run interface: one cache (and appearance cache) per
+    source and split, their rows concatenated."""
 
-    def __init__(self, experiment: Experiment, device: torch.device) -> None:
-        train_split, eval_split = training_splits(experiment.dataset)
+    def __init__(
+        self, experiment: Experiment, sources: list[SourceData], device: torch.device
+    ) -> None:
         with builders_first():
-            train_cache, valid_cache = (cache_for(experiment, s) for s in (train_split, eval_split))
-            train_appearance, valid_appearance = (
-                appearance_cache_for(experiment, split, cache)
-                for split, cache in ((train_split, train_cache), (eval_split, valid_cache))
-            )
-        train = CachedData.load(train_cache, experiment.model, train_appearance)
-        self.valid = CachedData.load(valid_cache, experiment.model, valid_appearance)
-        self.trainer = CachedTrainer(experiment.model, experiment.train, train, device)
+            train = [source_caches(experiment, data, str(data.source.split)) for data in sources]
+            valid = [
+                source_caches(experiment, data, str(data.source.eval_split)) for data in sources
+            ]
+        model = experiment.model
+        train_data = CachedData.load_sources(train, model)
+        self.valid = CachedData.load_sources(valid, model)
+        self.trainer = CachedTrainer(
+            model,
+            experiment.train,
+            train_data,
+            device,
+            [data.source.weight for data in sources],
+            source_classes(sources),
+        )
+        self.train_rows = (train_data.source_index(), train_data.labels)
+        self.valid_rows = (self.valid.source_index(), self.valid.labels)
 
-    def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        return head_logits(self.trainer.head, self.valid, mirror_tta), self.valid.labels
+    def valid_logits(self, mirror_tta: bool = False) -> torch.Tensor:
+        return head_logits(self.trainer.head, self.valid, mirror_tta)
 
-    def extra_metrics(self, sigma: float) -> dict:
-        """Accuracy when every Valid landmark is perturbed by N(0, (sigma IOD)^2) (the cache's
+    def perturbed_logits(self) -> torch.Tensor | None:
+        """The logits when every eval landmark is perturbed by N(0, (sigma IOD)^2) (the cache's
         perturbed view): the robustness that KF regularization is for."""
-        logits = head_logits(self.trainer.head, self.valid, perturbed=True)
-        accuracy = float((logits.argmax(1) == self.valid.labels).float().mean())
-        return {"accuracy_perturbed_landmarks": {"sigma": sigma, "accuracy": accuracy}}
+        return head_logits(self.trainer.head, self.valid, perturbed=True)
 
 
 class _ImageRun:
-    """The image engine behind the common run interface; Valid is scored from its crops."""
+    """The image engine behind the common run interface: one crop cache per source and split;
+    the eval splits are scored from their crops."""
 
-    def __init__(self, experiment: Experiment, device: torch.device) -> None:
-        train_split, eval_split = training_splits(experiment.dataset)
-        samples = dataset_samples(experiment, train_split)
-        valid = load_split(experiment.dataset, experiment.root, eval_split).samples
-        train_crops = crops_for(experiment, train_split, samples)
-        self.valid_crops = crops_for(experiment, eval_split, valid)
-        self.valid_rows = np.flatnonzero(self.valid_crops.readable)
-        self.valid_labels = torch.tensor([valid[i].label for i in self.valid_rows])
-        self.trainer = ImageTrainer(experiment, samples, train_crops, device)
+    def __init__(
+        self, experiment: Experiment, sources: list[SourceData], device: torch.device
+    ) -> None:
+        train = [crops_for(experiment, d, str(d.source.split), d.train) for d in sources]
+        self.valid_crops = [
+            crops_for(experiment, d, str(d.source.eval_split), d.valid) for d in sources
+        ]
+        self.valid_rows_of = [np.flatnonzero(crops.readable) for crops in self.valid_crops]
+        labels = [
+            [d.valid[i].label for i in rows]
+            for d, rows in zip(sources, self.valid_rows_of, strict=True)
+        ]
+        samples = [sample for data in sources for sample in data.train]
+        source = np.repeat(np.arange(len(sources)), [len(data.train) for data in sources])
+        crops = train[0] if len(train) == 1 else SourceCrops(train)
+        self.trainer = ImageTrainer(
+            experiment, samples, crops, device, source, source_classes(sources)
+        )
         self.trainer.model.info = ModelInfo(
             name=experiment.name,
             classes=CLASSES,
@@ -190,14 +211,47 @@ class _ImageRun:
             margin=DEFAULT_MARGIN,
             padding=DEFAULT_PADDING,
         )
+        kept = np.flatnonzero(crops.readable)
+        self.train_rows = (
+            torch.from_numpy(source[kept]),
+            torch.tensor([samples[i].label for i in kept], dtype=torch.long),
+        )
+        sizes = torch.tensor([len(rows) for rows in self.valid_rows_of])
+        self.valid_rows = (
+            torch.repeat_interleave(torch.arange(len(sources)), sizes),
+            torch.tensor([label for part in labels for label in part], dtype=torch.long),
+        )
 
-    def valid_logits(self, mirror_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def valid_logits(self, mirror_tta: bool = False) -> torch.Tensor:
         self.trainer.model.eval()
-        logits = crop_logits(self.trainer.model, self.valid_crops, self.valid_rows, mirror_tta)
-        return logits, self.valid_labels
+        return torch.cat(
+            [
+                crop_logits(self.trainer.model, crops, rows, mirror_tta)
+                for crops, rows in zip(self.valid_crops, self.valid_rows_of, strict=True)
+            ]
+        )
 
-    def extra_metrics(self, sigma: float) -> dict:
-        return {}
+    def perturbed_logits(self) -> torch.Tensor | None:
+        return None
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """An epoch's log line: its loss and eval accuracy (with several sources, their mean and
+    each one's), and the images drawn from each source."""
+    line = (
+        f"epoch {record['epoch']}/{epochs} loss {record['loss']:.6f} "
+        f"valid accuracy {record['valid_accuracy']:.4f}"
+    )
+    if len(record["domains"]) > 1:
+        each = ", ".join(f"{name} {value:.4f}" for name, value in record["domains"].items())
+        line += f" (mean of {each})"
+    drawn = "; ".join(
+        f"{name} {seen['images']} ("
+        + ", ".join(f"{c} {n}" for c, n in seen["classes"].items())
+        + ")"
+        for name, seen in record["seen"].items()
+    )
+    return f"{line}; drew {drawn}"
 
 
 def train_experiment(
@@ -206,12 +260,14 @@ def train_experiment(
     resume: Path | None = None,
     device: torch.device | None = None,
 ) -> dict:
-    """Train, evaluate on Valid every epoch, fit the temperature, and write ``out_dir``:
-    ``checkpoint.pt`` (config, weights, optimizer, epoch, temperature), ``train.log``,
-    ``metrics.json``. Returns the final metrics.
+    """Train, score every source's eval split every epoch, fit the temperature, and write
+    ``out_dir``: ``checkpoint.pt`` (config, weights, optimizer, epoch, temperature), ``train.log``,
+    ``metrics.json``. Returns the final metrics (:meth:`ValidRows.report`, plus ``epochs``: each
+    epoch's ``loss``, ``valid_accuracy`` (the mean over the sources), each source's accuracy in
+    ``domains`` and the images it drew from each source and class in ``seen``).
 
     Under torchrun every process calls this: each trains on its shard of every global batch, the
-    losses and Valid logits are gathered, so all return the same metrics, and rank 0 alone writes
+    losses and eval logits are gathered, so all return the same metrics, and rank 0 alone writes
     ``out_dir``. A CUDA ``device`` becomes each process's ``cuda:LOCAL_RANK``."""
     if experiment.model.finetune_appearance and experiment.train.engine != "images":
         raise KeyferError("fine-tuning the appearance branch needs train.engine=images")
@@ -220,60 +276,79 @@ def train_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     with process_group(device or torch.device("cpu")) as device, _run_log(out_dir / "train.log"):
         log.info("config %s", json.dumps(experiment.to_dict()))
+        sources = experiment_sources(experiment)
+        run: _CachedRun | _ImageRun
         if experiment.train.engine == "images":
-            run = _ImageRun(experiment, device)
+            run = _ImageRun(experiment, sources, device)
         else:
-            run = _CachedRun(experiment, device)
+            run = _CachedRun(experiment, sources, device)
         trainer = run.trainer
-        # A dataset with fewer classes than the model scores only its own (as keyfer eval does).
-        eval_split = training_splits(experiment.dataset)[1]
-        dataset_classes = load_split(experiment.dataset, experiment.root, eval_split).classes
-        mask, restricted = class_mask(CLASSES, dataset_classes)
-        start = 0
+        names = [data.name for data in sources]
+        for what, (source, _) in (("training", run.train_rows), ("eval", run.valid_rows)):
+            counts = torch.bincount(source, minlength=len(names)).tolist()
+            empty = [name for name, count in zip(names, counts, strict=True) if not count]
+            if empty:
+                raise KeyferError(f"the source {empty[0]} has no {what} image with a face")
+        # Each source's eval split is scored on its own classes (as keyfer eval does).
+        valid = ValidRows.of(sources, run.valid_rows[1], run.valid_rows[0])
+        start, history = 0, []
         if resume is not None:
             state = resume_state(resume, experiment)
             trainer.load_state_dict(state)
-            start = state["epoch"]
+            start, history = state["epoch"], list(state.get("history", []))
             log.info("resumed from %s after epoch %d", resume, start)
         checkpoint = out_dir / "checkpoint.pt"
         for epoch in range(start, experiment.train.epochs):
             loss = trainer.run_epoch()
-            logits, labels = run.valid_logits()
-            accuracy = float(((logits + mask).argmax(1) == labels).float().mean())
-            log.info(
-                "epoch %d/%d loss %.6f valid accuracy %.4f",
-                epoch + 1,
-                experiment.train.epochs,
-                loss,
-                accuracy,
-            )
-            _save(checkpoint, experiment, {**trainer.state_dict(), "epoch": epoch + 1})
+            logits = run.valid_logits()
+            domains = valid.domain_accuracies(logits)
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "valid_accuracy": float(np.mean(list(domains.values()))),
+                "domains": domains,
+                "seen": drawn_counts(trainer.sampler.drawn, *run.train_rows, names),
+            }
+            history.append(record)
+            log.info("%s", _epoch_line(record, experiment.train.epochs))
+            state = {**trainer.state_dict(), "epoch": epoch + 1, "history": history}
+            _save(checkpoint, experiment, state)
         if start >= experiment.train.epochs:  # resumed from a finished run: score it once
-            logits, labels = run.valid_logits()
-        # Scores restricted to the dataset's classes; calibration on all the model's outputs,
-        # as keyfer predict reports them.
-        predictions = (logits + mask).argmax(1)
-        metrics = classification_report(labels.numpy(), predictions.numpy(), CLASSES)
-        metrics["restricted_to"] = restricted
-        tta_logits = run.valid_logits(mirror_tta=True)[0] + mask
-        metrics["accuracy_mirror_tta"] = float((tta_logits.argmax(1) == labels).float().mean())
-        metrics.update(run.extra_metrics(experiment.train.sigma))
-        temperature = fit_temperature(logits, labels)
-        probabilities = F.softmax(logits, 1).numpy()
-        metrics["temperature"] = temperature
-        metrics["ece_before"] = expected_calibration_error(probabilities, labels.numpy())
-        metrics["ece_after"] = expected_calibration_error(
-            F.softmax(logits / temperature, 1).numpy(), labels.numpy()
+            logits = run.valid_logits()
+        perturbed = run.perturbed_logits()
+        metrics = valid.report(
+            logits,
+            run.valid_logits(mirror_tta=True),
+            None if perturbed is None else (experiment.train.sigma, perturbed),
         )
-        state = {**trainer.state_dict(), "epoch": experiment.train.epochs, "metrics": metrics}
+        metrics["epochs"] = history
+        temperature = metrics["temperature"]
+        state = {
+            **trainer.state_dict(),
+            "epoch": experiment.train.epochs,
+            "history": history,
+            "metrics": metrics,
+        }
         _save(checkpoint, experiment, {**state, "temperature": torch.tensor(temperature)})
         if is_main_process():
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        for name, domain in metrics["domains"].items():
+            log.info(
+                "%s: valid accuracy %.4f, mean class accuracy %.4f, macro-F1 %.4f (n=%d)",
+                name,
+                domain["accuracy"],
+                domain["mean_class_accuracy"],
+                domain["macro_f1"],
+                domain["n"],
+            )
         log.info(
-            "valid accuracy %.4f, mean class accuracy %.4f, macro-F1 %.4f, ECE %.4f -> %.4f",
+            "valid accuracy %.4f, mean class accuracy %.4f, macro-F1 %.4f, mean domain accuracy "
+            "%.4f; %s: ECE %.4f -> %.4f",
             metrics["accuracy"],
             metrics["mean_class_accuracy"],
             metrics["macro_f1"],
+            metrics["mean_domain_accuracy"],
+            metrics["calibration"]["scored_on"],
             metrics["ece_before"],
             metrics["ece_after"],
         )
