@@ -19,15 +19,44 @@ from keyfer.metrics.classification import SUMMARY_METRICS
 from keyfer.models.checkpoint import checkpoint_trained_on, read_checkpoint
 from keyfer.models.registry import MODELS_DIR
 
-TRAINING_DATA = (
-    "FERPlus train split (FER2013 images with FER+ 10-annotator labels), majority protocol: "
-    "25,045 images; selected on FERPlus Valid (3,191 images)"
-)
-LICENSE = (
-    "Weights: Apache-2.0, trained on FER2013 images (research use only) with FER+ labels (MIT); "
-    "includes MediaPipe FaceMesh (Apache-2.0)"
-)
+DATASETS = {
+    "ferplus": "FERPlus (FER2013 images with FER+ 10-annotator labels, majority protocol)",
+    "sfew": "SFEW 2.0 Train (film stills, Dhall et al.), keyfer's film split",
+    "tfeid": "TFEID (posed portraits, posed labels), keyfer's performer split",
+    "muxspace": "muxspace facial_expressions (crowd-labelled LFW and film faces), keyfer's "
+    "person split",
+}
+"""Each dataset a model may be trained on, as its record names it."""
+DATASET_TERMS = {
+    "ferplus": "FER2013 images (research use only) with FER+ labels (MIT)",
+    "sfew": "SFEW 2.0 images (research use only, under the database's licence agreement)",
+    "tfeid": "TFEID images (research use only, under the database's terms)",
+    "muxspace": "muxspace facial_expressions (Apache-2.0 repository; LFW images, research use)",
+}
+"""The terms each dataset comes with; a model trained on it derives from it."""
+LICENSE = "Weights: Apache-2.0, derived from {data}; includes MediaPipe FaceMesh (Apache-2.0)"
 APPEARANCE_LICENSE = "; and dlib's face-recognition ResNet (public domain / CC0, Davis King)"
+
+
+def training_data(state: dict) -> tuple[str, str]:
+    """(the training data, the licence text) of a checkpoint, from its experiment's sources."""
+    sources = state["config"]["sources"]
+    used = [f"{DATASETS[s['dataset']]}: {s['split']} split" for s in sources]
+    selected = ", ".join(f"{s['dataset']} {s['eval_split']}" for s in sources)
+    terms = "; ".join(dict.fromkeys(DATASET_TERMS[s["dataset"]] for s in sources))
+    return "; ".join(used) + f"; selected on {selected}", LICENSE.format(data=terms)
+
+
+def valid_metrics(metrics: dict) -> dict:
+    """The record's metrics: each source's eval-split summary (``<dataset>_<split>``)."""
+    sources = metrics.get("domains", {})
+    if len(sources) < 2:
+        return {"ferplus_valid": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}}
+    summary = {
+        f"{name}_valid": {k: d[k] for k in SUMMARY_METRICS if k in d} for name, d in sources.items()
+    }
+    summary["calibration"] = metrics["calibration"]
+    return summary
 
 
 def main() -> None:
@@ -47,6 +76,7 @@ def main() -> None:
     weights = MODELS_DIR / f"{args.name}.safetensors"
     weights.write_bytes(data)
     metrics = state["metrics"]
+    data_text, license_text = training_data(state)
     record = {
         "name": args.name,
         "description": args.description,
@@ -62,10 +92,10 @@ def main() -> None:
         },
         "config": config,
         "temperature": model["temperature"],
-        "training_data": TRAINING_DATA,
+        "training_data": data_text,
         "trained_on": [list(pair) for pair in checkpoint_trained_on(state)],
-        "license": LICENSE + ("" if config["appearance"] == "none" else APPEARANCE_LICENSE),
-        "metrics": {"ferplus_valid": {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}},
+        "license": license_text + ("" if config["appearance"] == "none" else APPEARANCE_LICENSE),
+        "metrics": valid_metrics(metrics),
         "reproduce": args.command,
     }
     (MODELS_DIR / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")

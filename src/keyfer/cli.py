@@ -338,14 +338,16 @@ def train(
     type=click.Path(file_okay=False, path_type=Path),
     help="With --dataset: the dataset root as distributed: the folder holding data/FER2013*/ "
     "(ferplus), fer2013.csv or train/ and test/ (fer2013), EmoLabel/ and Image/ (rafdb), "
-    "Manually_Annotated_* (affectnet, affectnet7), or the class folders (folder). A relative "
-    "root is under the folder $KEYFER_DATA names when that is set.",
+    "Manually_Annotated_* (affectnet, affectnet7), Train/ (sfew), images/ (tfeid), legend.csv "
+    "and images/ (muxspace), or the class folders (folder). A relative root is under the "
+    "folder $KEYFER_DATA names when that is set.",
 )
 @click.option(
     "--split",
     help="ferplus: train, valid or test; fer2013: train, publictest or privatetest (CSV), "
     "train or test (folders); rafdb: train or test; affectnet, affectnet7: train or "
-    "validation; folder: omit (or all). Never a split the model was trained on.",
+    "validation; sfew, tfeid, muxspace: train, valid or all; folder: omit (or all). Never a "
+    "split the model was trained on.",
 )
 @click.option(
     "--faces",

@@ -1,0 +1,159 @@
+"""Multi-domain heads on frozen-backbone caches: the default-model candidates and the
+leave-one-domain-out (LODO) rows of docs/results/generalization.md.
+
+Every run is the shipped ``multi_domain`` recipe (FERPlus, SFEW, TFEID, muxspace; frozen FaceMesh
+and dlib appearance branch; heads trained on cached features), changed only as its name says:
+
+- ``all-gray3``: the recipe as shipped; ``all-rgb``: ``multi_domain_rgb`` (colour input);
+- ``lodo-<domain>``: the recipe without that source, scored on all of the left-out domain's
+  images (both committed splits; FERPlus: Valid, since Test is not here).
+
+``shipped NAME`` scores a shipped FERPlus-only model (``keyfer-ferplus``) the same way, for the
+baseline rows.
+
+Runs go to ``runs/domains/<name>`` (``train.log``, ``metrics.json``, ``checkpoint.pt``); the
+left-out domain is scored from its Keypoint-Feature and appearance caches (the same crops and
+frozen networks as ``keyfer eval``, the features stored in fp16), restricted to its classes.
+
+    python studies/2026-12-domains/domains.py run all-gray3 --data-root $KEYFER_DATA
+    python studies/2026-12-domains/domains.py score lodo-sfew --data-root $KEYFER_DATA
+    python studies/2026-12-domains/domains.py table > docs/results/generalization.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from keyfer.data.labels import CLASSES
+from keyfer.evaluate import class_mask
+from keyfer.metrics.classification import classification_report
+from keyfer.models.registry import create_model
+from keyfer.nkf.model import NKFModel
+from keyfer.train.cached import CachedData, head_logits
+from keyfer.train.config import CONFIGS_DIR, Experiment
+from keyfer.train.run import source_caches, train_experiment
+from keyfer.train.sources import source_data
+
+DOMAINS = ("ferplus", "sfew", "tfeid", "muxspace")
+RUNS = Path("runs/domains")
+
+
+def experiment_dict(name: str, epochs: int | None) -> dict:
+    """The config of run ``name`` as a mapping (see the module docstring)."""
+    recipe = "multi_domain_rgb" if name == "all-rgb" else "multi_domain"
+    config = yaml.safe_load((CONFIGS_DIR / f"{recipe}.yaml").read_text(encoding="utf-8"))
+    config["name"] = name
+    config["cache_dir"] = os.environ.get("KEYFER_CACHE", ".cache/kf")
+    if name.startswith("lodo-"):
+        left_out = name.removeprefix("lodo-")
+        config["sources"] = [s for s in config["sources"] if s["dataset"] != left_out]
+    if epochs is not None:
+        config["train"]["epochs"] = epochs
+    return config
+
+
+def left_out_splits(domain: str) -> tuple[str, ...]:
+    """The splits that make up 'all of its images' for a left-out domain."""
+    return ("valid",) if domain == "ferplus" else ("train", "valid")
+
+
+def score_left_out(name: str) -> dict:
+    """The report of run ``lodo-<domain>`` on all of the left-out domain's images."""
+    domain = name.removeprefix("lodo-")
+    model = create_model(RUNS / name / "checkpoint.pt")
+    return score_cached(model, domain, left_out_splits(domain))
+
+
+def score_cached(model: NKFModel, domain: str, splits: tuple[str, ...]) -> dict:
+    """The report of a frozen-backbone gray3 ``model`` on ``splits`` of ``domain``, from the
+    caches of the ``multi_domain`` recipe, restricted to the domain's classes."""
+    experiment = Experiment.from_dict(experiment_dict("all-gray3", None))
+    source = next(s for s in experiment.sources if s.dataset == domain)
+    data = source_data(source)
+    logits, labels, left_out = [], [], 0
+    for split in splits:
+        kf_cache, appearance = source_caches(experiment, data, split)
+        rows = CachedData.load(kf_cache, model.config, appearance)
+        left_out += sum(kf_cache.meta.get("left_out", {}).values())
+        logits.append(head_logits(model.head, rows))
+        labels.append(rows.labels)
+    mask, restricted = class_mask(CLASSES, data.classes)
+    predictions = (torch.cat(logits) + mask).argmax(1)
+    report = classification_report(torch.cat(labels).numpy(), predictions.numpy(), CLASSES)
+    report.update(domain=domain, splits=list(splits), left_out=left_out)
+    report["restricted_to"] = restricted
+    return report
+
+
+def score_shipped(name: str) -> dict:
+    """A shipped model's reports on each domain's valid split and on all of its images."""
+    model = create_model(name)
+    return {
+        domain: {
+            "valid": score_cached(model, domain, ("valid",)),
+            "all": score_cached(model, domain, left_out_splits(domain)),
+        }
+        for domain in DOMAINS
+    }
+
+
+def table() -> dict:
+    """Every finished run's in-domain valid accuracies and, for LODO runs, the left-out score."""
+    rows = {}
+    for run in sorted(RUNS.iterdir()):
+        metrics_path = run / "metrics.json"
+        if not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        row = {
+            "valid": {name: d["accuracy"] for name, d in metrics["domains"].items()},
+            "valid_mean_class_accuracy": {
+                name: d["mean_class_accuracy"] for name, d in metrics["domains"].items()
+            },
+            "mean_domain_accuracy": metrics["mean_domain_accuracy"],
+            "temperature": metrics["temperature"],
+            "ece_before": metrics["ece_before"],
+            "ece_after": metrics["ece_after"],
+        }
+        left_out = run / "left_out.json"
+        if left_out.is_file():
+            row["left_out"] = json.loads(left_out.read_text())
+        rows[run.name] = row
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "score", "shipped", "table"))
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--data-root")
+    args = parser.parse_args()
+    if args.data_root:
+        os.environ["KEYFER_DATA"] = args.data_root
+    if args.action == "table":
+        json.dump(table(), sys.stdout, indent=1)
+        print()
+        return
+    if args.action == "shipped":
+        out = RUNS / f"shipped-{args.name}.json"
+        out.write_text(json.dumps(score_shipped(args.name), indent=1) + "\n")
+        return
+    if args.action == "run":
+        experiment = Experiment.from_dict(experiment_dict(args.name, args.epochs))
+        train_experiment(experiment, RUNS / args.name)
+    if args.name.startswith("lodo-"):
+        report = score_left_out(args.name)
+        (RUNS / args.name / "left_out.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(args.name, "left-out accuracy", round(report["accuracy"], 4))
+
+
+if __name__ == "__main__":
+    main()
