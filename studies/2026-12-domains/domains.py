@@ -5,6 +5,8 @@ Every run is the shipped ``multi_domain`` recipe (FERPlus, SFEW, TFEID, muxspace
 and dlib appearance branch; heads trained on cached features), changed only as its name says:
 
 - ``all-gray3``: the recipe as shipped; ``all-rgb``: ``multi_domain_rgb`` (colour input);
+- ``all-gray3-natural``: sources still drawn by weight, but each source's images uniformly
+  (``balanced_sampler: false``: its classes at their natural frequencies);
 - ``lodo-<domain>``: the recipe without that source, scored on all of the left-out domain's
   images (both committed splits; FERPlus: Valid, since Test is not here).
 
@@ -17,7 +19,9 @@ frozen networks as ``keyfer eval``, the features stored in fp16), restricted to 
 
     python studies/2026-12-domains/domains.py run all-gray3 --data-root $KEYFER_DATA
     python studies/2026-12-domains/domains.py score lodo-sfew --data-root $KEYFER_DATA
+    python studies/2026-12-domains/domains.py shipped keyfer-ferplus --data-root $KEYFER_DATA
     python studies/2026-12-domains/domains.py table > docs/results/generalization.json
+    python studies/2026-12-domains/domains.py markdown
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def experiment_dict(name: str, epochs: int | None) -> dict:
     if name.startswith("lodo-"):
         left_out = name.removeprefix("lodo-")
         config["sources"] = [s for s in config["sources"] if s["dataset"] != left_out]
+    if name.endswith("-natural"):
+        config["train"]["balanced_sampler"] = False
     if epochs is not None:
         config["train"]["epochs"] = epochs
     return config
@@ -129,15 +135,60 @@ def table() -> dict:
     return rows
 
 
+def markdown(rows: dict, shipped: dict) -> str:
+    """The tables of docs/results/generalization.md from :func:`table`'s rows and
+    :func:`score_shipped`'s report of ``keyfer-ferplus``."""
+
+    def cells(values: list[float]) -> str:
+        return " | ".join(f"{v:.4f}" for v in values)
+
+    lines = [
+        "| model | " + " | ".join(f"{d} valid" for d in DOMAINS) + " | mean |",
+        "|---" * (len(DOMAINS) + 2) + "|",
+    ]
+    base = [shipped[d]["valid"]["accuracy"] for d in DOMAINS]
+    lines.append(f"| keyfer-ferplus (FERPlus only) | {cells(base)} | {sum(base) / len(base):.4f} |")
+    for name, row in rows.items():
+        if name.startswith("lodo-"):
+            continue
+        values = [row["valid"][d] for d in DOMAINS]
+        lines.append(f"| {name} | {cells(values)} | {row['mean_domain_accuracy']:.4f} |")
+    lines += [
+        "",
+        "| left out | its images scored | left out (no face) | accuracy | mean class accuracy "
+        "| keyfer-ferplus on the same images (accuracy, mean class accuracy) "
+        "| in-domain valid of the others (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for domain in DOMAINS:
+        row = rows.get(f"lodo-{domain}")
+        if row is None:
+            continue
+        out = row["left_out"]
+        others = [v for d, v in row["valid"].items() if d != domain]
+        lines.append(
+            f"| {domain} ({'+'.join(out['splits'])}) | {out['n']} | {out['left_out']} | "
+            f"{out['accuracy']:.4f} | {out['mean_class_accuracy']:.4f} | "
+            f"{shipped[domain]['all']['accuracy']:.4f}, "
+            f"{shipped[domain]['all']['mean_class_accuracy']:.4f} | "
+            f"{sum(others) / len(others):.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "score", "shipped", "table"))
+    parser.add_argument("action", choices=("run", "score", "shipped", "table", "markdown"))
     parser.add_argument("name", nargs="?")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--data-root")
     args = parser.parse_args()
     if args.data_root:
         os.environ["KEYFER_DATA"] = args.data_root
+    if args.action == "markdown":
+        shipped = json.loads((RUNS / "shipped-keyfer-ferplus.json").read_text())
+        print(markdown(table(), shipped))
+        return
     if args.action == "table":
         json.dump(table(), sys.stdout, indent=1)
         print()
