@@ -22,12 +22,12 @@ import keyfer.train.sampler as sampler_module
 from keyfer.cli import main
 from keyfer.errors import KeyferError
 from keyfer.io.images import read_image
-from keyfer.train.cached import CachedTrainer
 from keyfer.train.config import TrainConfig
 from keyfer.train.distributed import Shard
 from keyfer.train.sampler import GlobalBatchSampler
 from keyfer.train.speed import compile_modules
 from tests.conftest import EXAMPLE
+from tests.interruption import interrupted_in_second_epoch
 
 # The temperature is an LBFGS fit that stops within its gradient tolerance; on 12 Valid faces the
 # NLL is flat enough that logits equal to 1e-6 give temperatures (and ECE after) equal to ~1e-3
@@ -118,7 +118,7 @@ def _assert_same_metrics(got, want, rtol: float, key: str = "metrics") -> None:
         assert got == want, key
 
 
-def test_two_processes_train_the_cached_engine_like_one_and_resume(config, tmp_path, monkeypatch):
+def test_two_processes_train_the_cached_engine_like_one_and_resume(config, tmp_path):
     # Two processes first, from empty caches: rank 0 builds them while rank 1 waits. 30 samples
     # in global batches of 7 give unequal shards (4 + 3) and a last batch of 2 (1 + 1).
     _torchrun(config, tmp_path / "two")
@@ -129,18 +129,9 @@ def test_two_processes_train_the_cached_engine_like_one_and_resume(config, tmp_p
     assert len(_losses(tmp_path / "two")) == 3  # one log, written by rank 0
     _assert_same_metrics(two, one, rtol=1e-5)
 
-    original, calls = CachedTrainer.run_epoch, []
-
-    def stop_in_second_epoch(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(CachedTrainer, "run_epoch", stop_in_second_epoch)
     args = ["train", str(config), "--out", str(tmp_path / "resumed"), "--device", "cpu"]
-    assert CliRunner().invoke(main, args).exit_code != 0
-    monkeypatch.setattr(CachedTrainer, "run_epoch", original)
+    with interrupted_in_second_epoch():
+        assert CliRunner().invoke(main, args).exit_code != 0
     _torchrun(config, tmp_path / "resumed", "--resume", str(tmp_path / "resumed/checkpoint.pt"))
     assert "resumed from" in (tmp_path / "resumed/train.log").read_text()
     assert _losses(tmp_path / "resumed") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)

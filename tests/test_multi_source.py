@@ -22,7 +22,7 @@ from keyfer.data.roots import DATA_ENV
 from keyfer.errors import KeyferError
 from keyfer.io.images import read_image
 from keyfer.models.registry import create_model
-from keyfer.train.cached import CachedTrainer, build_head
+from keyfer.train.cached import build_head
 from keyfer.train.checkpoint import load_checkpoint, resume_state, save_checkpoint
 from keyfer.train.config import Experiment, Source, TrainConfig, load_experiment
 from keyfer.train.distributed import Shard
@@ -31,6 +31,7 @@ from keyfer.train.sampler import GlobalBatchSampler, draw_weights, drawn_counts
 from keyfer.train.sources import SourceData
 from keyfer.train.validation import calibration_halves
 from tests.conftest import EXAMPLE
+from tests.interruption import interrupted_in_second_epoch
 
 CONTEMPT = CLASSES.index("contempt")
 
@@ -377,21 +378,12 @@ def test_two_sources_train_with_per_domain_metrics(trained, two_sources):
     ]
 
 
-def test_a_resumed_multi_source_run_keeps_its_history(trained, two_sources, monkeypatch):
+def test_a_resumed_multi_source_run_keeps_its_history(trained, two_sources):
     base, config = two_sources
-    original, calls = CachedTrainer.run_epoch, []
-
-    def stop_in_second_epoch(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(CachedTrainer, "run_epoch", stop_in_second_epoch)
     out = base / "resumed"
     args = ["train", str(config), "--data-root", str(base / "data"), "--out", str(out)]
-    assert CliRunner().invoke(main, args).exit_code != 0
-    monkeypatch.setattr(CachedTrainer, "run_epoch", original)
+    with interrupted_in_second_epoch():
+        assert CliRunner().invoke(main, args).exit_code != 0
     _train(config, base / "data", out, "--resume", str(out / "checkpoint.pt"))
     resumed = json.loads((out / "metrics.json").read_text())
     whole = json.loads((trained[0] / "metrics.json").read_text())

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from keyfer.cli import main
 from keyfer.data.ferplus import load_ferplus
 from keyfer.errors import KeyferError, WeightsError
-from keyfer.train.cached import CachedTrainer, build_head
+from keyfer.train.cached import build_head
 from keyfer.train.checkpoint import load_checkpoint, save_checkpoint
 from keyfer.train.config import Experiment, load_experiment
 from tests.conftest import ROOT
+from tests.interruption import interrupted_in_second_epoch
 
 FIXTURE = ROOT / "tests/data/ferplus_fixture"
 
@@ -168,22 +169,12 @@ def test_quick_training_runs_end_to_end_on_a_tiny_cache(tmp_path):
     assert changed.exit_code == 1 and "different config" in changed.output
 
 
-def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
+def test_resume_continues_an_interrupted_run(tmp_path):
     config = _tiny_config(tmp_path)
     out = tmp_path / "run"
-    original = CachedTrainer.run_epoch
-    calls = []
-
-    def stop_in_second_epoch(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(CachedTrainer, "run_epoch", stop_in_second_epoch)
-    interrupted = CliRunner().invoke(main, ["train", str(config), "--out", str(out)])
+    with interrupted_in_second_epoch():
+        interrupted = CliRunner().invoke(main, ["train", str(config), "--out", str(out)])
     assert interrupted.exit_code != 0
-    monkeypatch.setattr(CachedTrainer, "run_epoch", original)
     resume = ["train", str(config), "--out", str(out), "--resume", str(out / "checkpoint.pt")]
     resumed = CliRunner().invoke(main, resume)
     assert resumed.exit_code == 0, resumed.output
