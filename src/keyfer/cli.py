@@ -286,6 +286,7 @@ def train(
     from keyfer.train.config import config_summary, find_config, load_experiment, shipped_configs
     from keyfer.train.distributed import is_main_process
     from keyfer.train.run import train_experiment
+    from keyfer.train.validation import accuracies_text
 
     if list_configs:
         for name, path in shipped_configs().items():
@@ -320,7 +321,7 @@ def train(
             f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
         )
         if len(metrics["domains"]) > 1:
-            each = ", ".join(f"{k} {d['accuracy']:.4f}" for k, d in metrics["domains"].items())
+            each = accuracies_text({k: d["accuracy"] for k, d in metrics["domains"].items()})
             line += f"; mean domain accuracy {metrics['mean_domain_accuracy']:.4f} ({each})"
         click.echo(line)
 

@@ -40,7 +40,7 @@ from keyfer.train.distributed import barrier, builders_first, is_main_process, p
 from keyfer.train.images import ImageTrainer, SourceCrops, crop_logits
 from keyfer.train.sampler import drawn_counts
 from keyfer.train.sources import SourceData, experiment_sources, source_classes
-from keyfer.train.validation import ValidRows
+from keyfer.train.validation import ValidRows, accuracies_text
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,7 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
         f"valid accuracy {record['valid_accuracy']:.4f}"
     )
     if len(record["domains"]) > 1:
-        each = ", ".join(f"{name} {value:.4f}" for name, value in record["domains"].items())
-        line += f" (mean of {each})"
+        line += f" (mean of {accuracies_text(record['domains'])})"
     drawn = "; ".join(
         f"{name} {seen['images']} ("
         + ", ".join(f"{c} {n}" for c, n in seen["classes"].items())

@@ -107,6 +107,12 @@ class ValidRows:
         return metrics
 
 
+def accuracies_text(accuracies: dict[str, float]) -> str:
+    """``{"ferplus": 0.8276, "sfew": 0.4909}`` -> ``"ferplus 0.8276, sfew 0.4909"``: each
+    source's accuracy as the log and the CLI print it."""
+    return ", ".join(f"{name} {value:.4f}" for name, value in accuracies.items())
+
+
 def calibration_halves(source: torch.Tensor, seed: int = CALIBRATION_SEED) -> torch.Tensor:
     """(N,) bool, True for half A: of each source's rows (``source``, (N,) indices) a random
     half, rounded up, drawn with ``seed``."""
