@@ -102,6 +102,14 @@ def test_all_split_labels_and_skipped_rows(dataset: str, tmp_path: Path, caplog)
     assert caplog.text.count("bad rows skipped") == 1
 
 
+def test_a_faces_mode_other_than_the_adapters_is_marked_as_overridden(tmp_path: Path) -> None:
+    """What names a source's caches (``-<mode>``, :class:`keyfer.train.sources.SourceData`)."""
+    root = _build("sfew", tmp_path)
+    assert not load_split("sfew", root, "all", faces="auto").faces_overridden  # its own mode
+    data = load_split("sfew", root, "all", faces="precropped")
+    assert data.faces_overridden and {s.faces for s in data.samples} == {"precropped"}
+
+
 def test_muxspace_keeps_the_first_of_conflicting_rows(tmp_path: Path) -> None:
     data = load_split("muxspace", _build("muxspace", tmp_path), "all")
     bob = next(s for s in data.samples if s.path.name == "Bob_0001.jpg")

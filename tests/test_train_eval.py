@@ -229,6 +229,9 @@ def test_models_lists_the_shipped_model():
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0
     assert "keyfer-ferplus: 8 classes" in result.output
+    default = next(line for line in result.output.splitlines() if "(default)" in line)
+    assert default.startswith("keyfer-multidomain (default): 8 classes")
+    assert "trained on ferplus, sfew, tfeid, muxspace" in default
 
 
 def test_balanced_sampler_and_soft_labels_train(tmp_path):

@@ -3,9 +3,11 @@
     python -m tools.ship_model runs/ferplus/checkpoint.pt --name keyfer-ferplus \
         --command "keyfer train ferplus"
 
-Writes src/keyfer/models/<name>.safetensors (the head in fp16) and <name>.json (its record:
-sha256, classes, preprocessing, config, temperature, data, licence, Valid metrics). Then check it
-with `keyfer eval --model <name> --dataset ferplus --root ... --split valid`.
+Writes src/keyfer/models/<name>.safetensors (the head in fp16), <name>.<part>.safetensors (fp16)
+for each network the run fine-tuned (``appearance``: dlib's ResNet; ``facemesh``) and <name>.json
+(its record: sha256s, classes, preprocessing, config, temperature, data, licence, Valid
+metrics). Then check it with
+`keyfer eval --model <name> --dataset ferplus --root ... --split valid`.
 """
 
 import argparse
@@ -38,6 +40,22 @@ LICENSE = "Weights: Apache-2.0, derived from {data}; includes MediaPipe FaceMesh
 APPEARANCE_LICENSE = "; and dlib's face-recognition ResNet (public domain / CC0, Davis King)"
 
 
+FINE_TUNED_PARTS = ("facemesh", "appearance")
+"""The networks a checkpoint may carry fine-tuned, each shipped in a file of its own."""
+MAX_FILE_MIB = 15
+
+
+def write_weights(state: dict, name: str, path: Path) -> str:
+    """Write a state dict to ``path`` in fp16 (safetensors); the file's sha256. A file over
+    :data:`MAX_FILE_MIB` is refused (the package's weight budget)."""
+    data = save({k: v.half().contiguous() for k, v in state.items()}, {"keyfer_model": name})
+    if len(data) > MAX_FILE_MIB * 2**20:
+        raise SystemExit(f"{path.name} would be {len(data) / 2**20:.1f} MiB, over {MAX_FILE_MIB}")
+    path.write_bytes(data)
+    print(f"wrote {path} ({len(data) / 2**20:.1f} MiB)")
+    return hashlib.sha256(data).hexdigest()
+
+
 def training_data(state: dict) -> tuple[str, str]:
     """(the training data, the licence text) of a checkpoint, from its experiment's sources."""
     sources = state["config"]["sources"]
@@ -59,29 +77,31 @@ def valid_metrics(metrics: dict) -> dict:
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--command", required=True, help="the command that trained it")
-    parser.add_argument("--description", default="")
-    args = parser.parse_args()
-    state = read_checkpoint(args.checkpoint)
+def ship(
+    checkpoint: Path, name: str, command: str, description: str = "", models_dir: Path = MODELS_DIR
+) -> dict:
+    """Write checkpoint ``checkpoint``'s weights (the head, and each fine-tuned network in a file
+    of its own) and record into ``models_dir`` as model ``name``; the record."""
+    state = read_checkpoint(checkpoint)
     model = state["model"]  # the classes, temperature and preprocessing it was trained with
     config = model["config"]
-    if "facemesh" in state or "appearance" in state:
-        raise SystemExit("shipping a fine-tuned FaceMesh or appearance branch is not supported yet")
-    head = {k: v.half().contiguous() for k, v in state["head"].items()}
-    data = save(head, metadata={"keyfer_model": args.name})
-    weights = MODELS_DIR / f"{args.name}.safetensors"
-    weights.write_bytes(data)
-    metrics = state["metrics"]
+    weights = f"{name}.safetensors"
+    sha256 = write_weights(state["head"], name, models_dir / weights)
+    fine_tuned = {}
+    for part in FINE_TUNED_PARTS:
+        if part in state:
+            file = f"{name}.{part}.safetensors"
+            fine_tuned[part] = {
+                "weights": file,
+                "sha256": write_weights(state[part], name, models_dir / file),
+            }
     data_text, license_text = training_data(state)
     record = {
-        "name": args.name,
-        "description": args.description,
-        "weights": weights.name,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "name": name,
+        "description": description,
+        "weights": weights,
+        "sha256": sha256,
+        "fine_tuned": fine_tuned,
         "classes": list(model["classes"]),
         "preprocessing": {
             "color_mode": model["color_mode"],
@@ -95,11 +115,22 @@ def main() -> None:
         "training_data": data_text,
         "trained_on": [list(pair) for pair in checkpoint_trained_on(state)],
         "license": license_text + ("" if config["appearance"] == "none" else APPEARANCE_LICENSE),
-        "metrics": valid_metrics(metrics),
-        "reproduce": args.command,
+        "metrics": valid_metrics(state["metrics"]),
+        "reproduce": command,
     }
-    (MODELS_DIR / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {weights} ({len(data) / 2**20:.1f} MiB) and its record")
+    (models_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--command", required=True, help="the command that trained it")
+    parser.add_argument("--description", default="")
+    args = parser.parse_args()
+    ship(args.checkpoint, args.name, args.command, args.description)
+    print(f"wrote the record {MODELS_DIR / (args.name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -331,8 +331,8 @@ def train(
 @click.option(
     "--dataset",
     type=click.Choice(list(DATASETS)),
-    help="The dataset to score on. Without it, a checkpoint of keyfer train is scored on each "
-    "of its training sources' eval splits (their roots under $KEYFER_DATA), one row each.",
+    help="The dataset to score on. Without it, the model is scored on each of its training "
+    "sources' eval splits (their roots under $KEYFER_DATA), one row each.",
 )
 @click.option(
     "--root",
@@ -407,9 +407,8 @@ def evaluate_command(
     device: str,
     threads: int | None,
 ) -> None:
-    """Score an expression model on a labelled dataset split; without --dataset, a checkpoint on
-    each of its training sources' eval splits (a domain each, on its own classes), with their
-    mean.
+    """Score an expression model on a labelled dataset split; without --dataset, on each of its
+    training sources' eval splits (a domain each, on its own classes), with their mean.
 
     With --landmark-noise and --occlusion, the report also holds robustness curves (printed,
     and plotted with --plots); see docs/method.md, 'Evaluation'. Images without a face crop
@@ -508,29 +507,38 @@ def _score_split(
     return report
 
 
-def _score_domains(model_name: str, faces: str | None, score: Callable[..., dict]) -> dict:
-    """``keyfer eval`` without ``--dataset``: checkpoint ``model_name`` scored (``score``, a
-    :func:`_score_split`) on each of its training sources' eval splits, in the source's faces
-    mode (or ``faces``); prints one row per domain and their mean."""
-    from keyfer.evaluate import domains_report
+def _eval_sources(model_name: str) -> list[tuple[str, str, Path, str, str | None]]:
+    """(name, dataset, root, eval split, faces mode) of each source a model trained on: a
+    checkpoint's experiment sources, or a shipped model's ``trained_on`` datasets, each at its
+    root under $KEYFER_DATA (``ferplus/``, ``sfew/``...) in its own faces mode."""
+    from keyfer.data.datasets import training_splits
+    from keyfer.models.registry import get_record, list_models
     from keyfer.train.checkpoint import load_checkpoint
 
+    if model_name in list_models():
+        datasets = dict.fromkeys(dataset for dataset, _ in get_record(model_name).trained_on)
+        return [(d, d, Path(d), training_splits(d)[1], None) for d in datasets]
     if not Path(model_name).is_file():
         raise click.UsageError(
-            "give --dataset and --root: only a checkpoint of keyfer train names the sources "
-            f"it was trained on, and {model_name} is a shipped model"
+            f"give --dataset and --root: {model_name} names no sources it was trained on"
         )
     experiment, _ = load_checkpoint(model_name)
+    return [
+        (str(s.name), s.dataset, Path(s.root), str(s.eval_split), s.faces)
+        for s in experiment.sources
+    ]
+
+
+def _score_domains(model_name: str, faces: str | None, score: Callable[..., dict]) -> dict:
+    """``keyfer eval`` without ``--dataset``: model ``model_name`` scored (``score``, a
+    :func:`_score_split`) on each of its training sources' eval splits (:func:`_eval_sources`),
+    in the source's faces mode (or ``faces``); prints one row per domain and their mean."""
+    from keyfer.evaluate import domains_report
+
     report = domains_report(
         {
-            str(source.name): score(
-                source.dataset,
-                Path(source.root),
-                source.eval_split,
-                faces or source.faces,
-                f"{source.name}_{source.eval_split}",
-            )
-            for source in experiment.sources
+            name: score(dataset, root, split, faces or source_faces, f"{name}_{split}")
+            for name, dataset, root, split, source_faces in _eval_sources(model_name)
         }
     )
     click.echo(f"{'domain':<16} {'split':<20} {'n':>6} {'accuracy':>9} {'macro-F1':>9}")
@@ -588,7 +596,7 @@ def eval_landmarks(
 @main.command()
 def models() -> None:
     """List the shipped expression models with their classes, sizes and metrics."""
-    from keyfer.models.registry import get_record, list_models
+    from keyfer.models.registry import DEFAULT_MODEL, get_record, list_models
 
     names = list_models()
     if not names:
@@ -605,9 +613,12 @@ def models() -> None:
             for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
             if key in valid
         )
+        domains = [key.removesuffix("_valid") for key in record.metrics if key.endswith("_valid")]
+        trained = f"trained on {', '.join(domains)}; " if len(domains) > 1 else ""
         click.echo(
-            f"{name}: {len(record.classes)} classes ({', '.join(record.classes)}), "
-            f"{networks}, {size:.1f} MiB head; FERPlus Valid {scores or 'not measured'}"
+            f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {len(record.classes)} "
+            f"classes ({', '.join(record.classes)}), {networks}, {size:.1f} MiB head; "
+            f"{trained}FERPlus Valid {scores or 'not measured'}"
         )
 
 

@@ -7,8 +7,14 @@ and dlib appearance branch; heads trained on cached features), changed only as i
 - ``all-gray3``: the recipe as shipped; ``all-rgb``: ``multi_domain_rgb`` (colour input);
 - ``all-gray3-natural``: sources still drawn by weight, but each source's images uniformly
   (``balanced_sampler: false``: its classes at their natural frequencies);
+- ``all-gray3-natural-ferplus2``: ``all-gray3-natural`` with FERPlus at weight 2 (2/5 of the
+  draws instead of 1/4), added after ``all-gray3-natural`` missed the FERPlus condition of the
+  default-model rule by two images;
 - ``lodo-<domain>``: the recipe without that source, scored on all of the left-out domain's
-  images (both committed splits; FERPlus: Valid, since Test is not here).
+  images (both committed splits; FERPlus: Valid, since Test is not here);
+- ``finetune-natural``: ``all-gray3-natural`` with dlib's ResNet fine-tuned: the image engine
+  (augmented crops, ``DOMAIN_AUGMENT`` on top of the default augmentation), the head started
+  from ``all-gray3-natural``'s, the head at 3e-4 and the ResNet at 1e-4, batches of 128.
 
 ``shipped NAME`` scores a shipped FERPlus-only model (``keyfer-ferplus``) the same way, for the
 baseline rows.
@@ -35,6 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from keyfer.data.augment import DOMAIN_AUGMENT
 from keyfer.data.labels import CLASSES
 from keyfer.evaluate import class_mask
 from keyfer.metrics.classification import classification_report
@@ -42,8 +49,8 @@ from keyfer.models.registry import create_model
 from keyfer.nkf.model import NKFModel
 from keyfer.train.cached import CachedData, head_logits
 from keyfer.train.config import CONFIGS_DIR, Experiment
-from keyfer.train.run import source_caches, train_experiment
-from keyfer.train.sources import source_data
+from keyfer.train.run import crops_for, source_caches, train_experiment
+from keyfer.train.sources import experiment_sources, source_data
 
 DOMAINS = ("ferplus", "sfew", "tfeid", "muxspace")
 RUNS = Path("runs/domains")
@@ -58,8 +65,19 @@ def experiment_dict(name: str, epochs: int | None) -> dict:
     if name.startswith("lodo-"):
         left_out = name.removeprefix("lodo-")
         config["sources"] = [s for s in config["sources"] if s["dataset"] != left_out]
-    if name.endswith("-natural"):
+    if "-natural" in name:
         config["train"]["balanced_sampler"] = False
+    if name.endswith("-ferplus2"):
+        config["sources"][0]["weight"] = 2.0  # FERPlus, first of the recipe's sources
+    if name.startswith("finetune-"):
+        config["model"]["finetune_appearance"] = True
+        config["train"].update(
+            engine="images",
+            init_from=str(RUNS / "all-gray3-natural" / "checkpoint.pt"),
+            lr=3e-4,
+            batch_size=128,
+            images={"augment": dict(DOMAIN_AUGMENT), "appearance_lr": 1e-4, "num_workers": 1},
+        )
     if epochs is not None:
         config["train"]["epochs"] = epochs
     return config
@@ -178,7 +196,9 @@ def markdown(rows: dict, shipped: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "score", "shipped", "table", "markdown"))
+    parser.add_argument(
+        "action", choices=("run", "crops", "score", "shipped", "table", "markdown")
+    )
     parser.add_argument("name", nargs="?")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--data-root")
@@ -196,6 +216,12 @@ def main() -> None:
     if args.action == "shipped":
         out = RUNS / f"shipped-{args.name}.json"
         out.write_text(json.dumps(score_shipped(args.name), indent=1) + "\n")
+        return
+    if args.action == "crops":  # the image engine's crop caches, built ahead of its run
+        experiment = Experiment.from_dict(experiment_dict(args.name, args.epochs))
+        for data in experiment_sources(experiment):
+            crops_for(experiment, data, str(data.source.split), data.train)
+            crops_for(experiment, data, str(data.source.eval_split), data.valid)
         return
     if args.action == "run":
         experiment = Experiment.from_dict(experiment_dict(args.name, args.epochs))

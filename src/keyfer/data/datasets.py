@@ -137,8 +137,9 @@ def load_split(
     if not root.is_dir():
         raise KeyferError(f"the {dataset} root {root} is not a folder; {missing_root_hint()}")
     data = spec.load(root, split, label_mode)
-    if faces is not None:
+    if faces is not None and any(sample.faces != faces for sample in data.samples):
         data.samples = [replace(sample, faces=faces) for sample in data.samples]
+        data.faces_overridden = True
     return data
 
 

@@ -38,12 +38,15 @@ NOT_UTF8 = "not UTF-8 text"
 class DatasetSplit:
     """One split of a dataset. ``samples``: the usable rows, in file order. ``classes``: the
     dataset's canonical class names (its vocabulary, whatever this split happens to hold).
-    ``skipped`` and ``excluded``: rows left out, counted by reason (see the module docstring)."""
+    ``skipped`` and ``excluded``: rows left out, counted by reason (see the module docstring).
+    ``faces_overridden``: the samples' faces mode was set to one the adapter does not give them
+    (:func:`keyfer.data.datasets.load_split`'s ``faces``)."""
 
     samples: list[Sample]
     classes: list[str]
     skipped: Counter[str] = field(default_factory=Counter)
     excluded: Counter[str] = field(default_factory=Counter)
+    faces_overridden: bool = False
 
 
 @dataclass

@@ -5,8 +5,10 @@ Each shipped model is a ``<name>.json`` record beside its ``<name>.safetensors``
 this folder. The record states the weights' sha256, the label names in canonical order, the
 preprocessing (input colour mode and crop), the training data (described, and as the
 ``trained_on`` dataset splits), the licence, the metrics, the calibration temperature and the
-full model config. Loading never guesses: a record whose weights
-are missing or do not match their sha256 is an error.
+full model config. A model whose networks were fine-tuned ships their weights too, one file per
+network (``fine_tuned``: ``{"appearance": {"weights": "<name>.appearance.safetensors", "sha256":
+...}}``); the others use the pretrained networks of :mod:`keyfer.faces.weights`. Loading never
+guesses: a record whose weights are missing or do not match their sha256 is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load
 
 from keyfer.errors import KeyferError, WeightsError
@@ -30,7 +33,7 @@ from keyfer.nkf.model import NKFModel
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).parent
-DEFAULT_MODEL = "keyfer-ferplus"
+DEFAULT_MODEL = "keyfer-multidomain"
 """The model the API and the CLI use unless told otherwise."""
 
 
@@ -51,6 +54,9 @@ class ModelRecord:
     description: str = ""
     trained_on: list[list[str]] = field(default_factory=list)
     """[dataset, split] pairs (``keyfer eval`` names) of the training data."""
+    fine_tuned: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The fine-tuned networks' own weights: {part: {"weights": file, "sha256": hex}}, the part
+    ``appearance`` (dlib's ResNet) or ``facemesh``."""
 
     @property
     def weights_path(self) -> Path:
@@ -58,9 +64,11 @@ class ModelRecord:
 
     @property
     def digest(self) -> str:
-        """A sha256 hex of what defines the model's network: its weights' sha256 and config."""
-        defining = json.dumps([self.sha256, self.config], sort_keys=True)
-        return hashlib.sha256(defining.encode()).hexdigest()
+        """A sha256 hex of what defines the model's network: its weights' sha256s and config."""
+        defining: list[Any] = [self.sha256, self.config]
+        if self.fine_tuned:  # a head-only model keeps the digest it had before fine_tuned existed
+            defining.append({part: entry["sha256"] for part, entry in self.fine_tuned.items()})
+        return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()
 
 
 @cache
@@ -88,16 +96,30 @@ def get_record(name: str) -> ModelRecord:
         ) from None
 
 
+def _checked_weights(record: ModelRecord, file: str, sha256: str) -> dict:
+    """The state dict in ``file`` (beside the record) in fp32, after checking its sha256."""
+    path = MODELS_DIR / file
+    if not path.is_file():
+        raise WeightsError(f"weights {file} of model {record.name} are missing; reinstall keyfer")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise WeightsError(f"{path} does not match the sha256 in its record")
+    return {k: v.float() for k, v in load(data).items()}
+
+
 def load_head_weights(record: ModelRecord) -> dict:
     """The record's head state dict, after checking the file's sha256."""
-    if not record.weights_path.is_file():
-        raise WeightsError(
-            f"weights {record.weights} of model {record.name} are missing; reinstall keyfer"
-        )
-    data = record.weights_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != record.sha256:
-        raise WeightsError(f"{record.weights_path} does not match the sha256 in its record")
-    return {k: v.float() for k, v in load(data).items()}
+    return _checked_weights(record, record.weights, record.sha256)
+
+
+def load_fine_tuned_weights(model: NKFModel, record: ModelRecord) -> None:
+    """Load the record's fine-tuned networks (``fine_tuned``) into ``model``, each file checked
+    against its sha256."""
+    for part, entry in record.fine_tuned.items():
+        module = getattr(model, part, None)
+        if not isinstance(module, torch.nn.Module):
+            raise WeightsError(f"model {record.name} ships {part} weights its config has no {part}")
+        module.load_state_dict(_checked_weights(record, entry["weights"], entry["sha256"]))
 
 
 def _shipped_model(name: str, pretrained: bool, overrides: dict[str, Any]) -> NKFModel:
@@ -119,6 +141,7 @@ def _shipped_model(name: str, pretrained: bool, overrides: dict[str, Any]) -> NK
     if pretrained:
         try:
             model.head.load_state_dict(load_head_weights(record))
+            load_fine_tuned_weights(model, record)
         except RuntimeError as error:
             raise WeightsError(
                 f"the weights of {name} do not fit the overridden architecture; "

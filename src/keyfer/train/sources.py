@@ -10,7 +10,7 @@ built before sources existed (``ferplus-train-ibug68-s0.05-m0.2``) are found as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,12 +49,8 @@ def _samples(source: Source, split: str) -> tuple[list[Sample], list[str], str]:
     """The samples of ``split`` of ``source`` in its faces mode, its dataset's classes, and the
     faces tag (see :class:`SourceData`)."""
     # Soft targets are kept where the dataset has votes; majority training reads the hard labels.
-    data = load_split(source.dataset, source.root, split, "probability")
-    samples, tag = data.samples, ""
-    if source.faces is not None and any(sample.faces != source.faces for sample in samples):
-        samples = [replace(sample, faces=source.faces) for sample in samples]
-        tag = f"-{source.faces}"
-    return samples, data.classes, tag
+    data = load_split(source.dataset, source.root, split, "probability", source.faces)
+    return data.samples, data.classes, f"-{source.faces}" if data.faces_overridden else ""
 
 
 def source_data(source: Source) -> SourceData:
