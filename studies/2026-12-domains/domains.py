@@ -196,9 +196,7 @@ def markdown(rows: dict, shipped: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "action", choices=("run", "crops", "score", "shipped", "table", "markdown")
-    )
+    parser.add_argument("action", choices=("run", "crops", "score", "shipped", "table", "markdown"))
     parser.add_argument("name", nargs="?")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--data-root")
