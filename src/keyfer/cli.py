@@ -613,8 +613,8 @@ def models() -> None:
             for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
             if key in valid
         )
-        domains = [key.removesuffix("_valid") for key in record.metrics if key.endswith("_valid")]
-        trained = f"trained on {', '.join(domains)}; " if len(domains) > 1 else ""
+        datasets = list(dict.fromkeys(dataset for dataset, _ in record.trained_on))
+        trained = f"trained on {', '.join(datasets)}; " if len(datasets) > 1 else ""
         click.echo(
             f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {len(record.classes)} "
             f"classes ({', '.join(record.classes)}), {networks}, {size:.1f} MiB head; "
