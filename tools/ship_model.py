@@ -18,7 +18,11 @@ from pathlib import Path
 from safetensors.torch import save
 
 from keyfer.metrics.classification import SUMMARY_METRICS
-from keyfer.models.checkpoint import checkpoint_trained_on, read_checkpoint
+from keyfer.models.checkpoint import (
+    FINE_TUNABLE_PARTS,
+    checkpoint_trained_on,
+    read_checkpoint,
+)
 from keyfer.models.registry import MODELS_DIR
 
 DATASETS = {
@@ -40,8 +44,6 @@ LICENSE = "Weights: Apache-2.0, derived from {data}; includes MediaPipe FaceMesh
 APPEARANCE_LICENSE = "; and dlib's face-recognition ResNet (public domain / CC0, Davis King)"
 
 
-FINE_TUNED_PARTS = ("facemesh", "appearance")
-"""The networks a checkpoint may carry fine-tuned, each shipped in a file of its own."""
 MAX_FILE_MIB = 15
 
 
@@ -88,7 +90,7 @@ def ship(
     weights = f"{name}.safetensors"
     sha256 = write_weights(state["head"], name, models_dir / weights)
     fine_tuned = {}
-    for part in FINE_TUNED_PARTS:
+    for part in FINE_TUNABLE_PARTS:  # each shipped in a file of its own
         if part in state:
             file = f"{name}.{part}.safetensors"
             fine_tuned[part] = {

@@ -37,6 +37,8 @@ from keyfer.nkf.config import ModelConfig
 from keyfer.nkf.model import NKFModel
 
 FORMAT_VERSION = 2
+FINE_TUNABLE_PARTS = ("facemesh", "appearance")
+"""The networks a checkpoint carries (beside its ``head``) where its run fine-tuned them."""
 _TAG = re.compile(r"keyfer-checkpoint-(\d+)")
 
 # What every version-1 checkpoint was trained with (keyfer 0.2.0's classes and pre-crop).
@@ -159,7 +161,7 @@ def load_model_weights(
     """Load checkpoint ``path``'s ``head`` and, where it has them, its fine-tuned ``facemesh``
     and ``appearance`` weights into ``model`` (built from its config); weights that do not fit
     are a clear error."""
-    for part in ("head", "facemesh", "appearance"):
+    for part in ("head", *FINE_TUNABLE_PARTS):
         if part not in state:
             continue
         module = getattr(model, part)
