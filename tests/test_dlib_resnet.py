@@ -175,6 +175,23 @@ def test_stage_shapes_and_embedding():
         model(torch.zeros(1, 3, 160, 160))
 
 
+def test_levels_after_a_tap_continue_the_forward_pass():
+    """A cached level3 map run through the levels after it gives the whole network's result."""
+    torch.manual_seed(0)
+    model = DlibResNet().eval()
+    chips = torch.rand(2, 3, 150, 150) * 255
+    with torch.no_grad():
+        whole = model(chips, taps={"stem", "level3", "level2", "level0"})
+        upper = model.levels_after("level3", whole.taps["level3"], {"level2", "level0"})
+        from_stem = model.levels_after("stem", whole.taps["stem"])
+    assert set(upper.taps) == {"level2", "level0"}
+    torch.testing.assert_close(upper.taps["level2"], whole.taps["level2"])
+    torch.testing.assert_close(upper.embedding, whole.embedding)
+    torch.testing.assert_close(from_stem.embedding, whole.embedding)
+    with pytest.raises(ValueError, match="unknown tap"):
+        model.levels_after("level9", whole.taps["level3"])
+
+
 def test_zero_padded_add_and_tap_coordinates():
     a, b = torch.ones(1, 2, 3, 3), torch.full((1, 1, 4, 4), 2.0)
     total = _add_zero_padded(a, b)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from keyfer.data.augment import AugmentConfig
 from keyfer.data.labels import CLASSES
 from keyfer.data.roots import DATA_ENV
 from keyfer.errors import KeyferError
+from keyfer.models.registry import get_record
 from keyfer.train.config import (
     CONFIG_VERSION,
     CONFIGS_DIR,
@@ -65,6 +66,22 @@ def test_the_multi_domain_configs_train_four_domains_balanced(name: str):
         experiment, name="multi-domain-rgb", model=replace(experiment.model, color_mode="rgb")
     )
     assert load_experiment(find_config("multi_domain_rgb")) == rgb
+
+
+def test_the_default_models_recipe_ships_as_a_config():
+    """keyfer_multidomain is multi_domain with natural class frequencies and FERPlus at weight 2,
+    and its model is the shipped keyfer-multidomain's (whose head then trained 10 epochs more,
+    from the same config with the overrides its header gives)."""
+    recipe = load_experiment(find_config("keyfer_multidomain"))
+    base = load_experiment(find_config("multi_domain"))
+    assert [s.weight for s in recipe.sources] == [2.0, 1.0, 1.0, 1.0]
+    assert not recipe.train.balanced_sampler
+    sources = [replace(s, weight=1.0) for s in recipe.sources]
+    train = replace(recipe.train, balanced_sampler=True)
+    assert replace(recipe, name=base.name, sources=sources, train=train) == base
+    record = get_record("keyfer-multidomain")
+    assert record.config == asdict(recipe.model) | {"num_classes": len(CLASSES)}
+    assert record.trained_on == [[s.dataset, "train"] for s in recipe.sources]
 
 
 @needs_real_data("muxspace")

@@ -268,6 +268,34 @@ def test_cached_engine_trains_a_head_on_fused_appearance_features(tmp_path):
     assert report["accuracy"] == pytest.approx(metrics["accuracy"], abs=1.5 / metrics["n"])
 
 
+def test_cached_engine_fine_tunes_dlibs_upper_levels_on_level3_caches(tmp_path):
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    sets = ["model.appearance=both", "model.appearance_taps=[level3, level2]",
+            "model.finetune_appearance=true", "train.images.appearance_lr=0.01"]  # fmt: skip
+    result = CliRunner().invoke(main, _train_args(config, out, sets))
+    assert result.exit_code == 0, result.output
+    caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert sum(name.endswith("-dlib-level3-maps") for name in caches) == 2  # train and valid
+    from keyfer.faces.dlib_resnet import DlibResNet
+
+    original = DlibResNet.from_pretrained().state_dict()
+    tuned = torch.load(out / "checkpoint.pt", weights_only=True)["appearance"]
+    for kept in ("stem_conv.weight", "level4.0.conv1.weight", "level3.3.conv2.weight"):
+        assert torch.equal(tuned[f"network.{kept}"], original[kept])
+    for trained in ("level2.0.conv1.weight", "level1.2.conv2.weight", "level0.0.conv1.weight"):
+        assert not torch.equal(tuned[f"network.{trained}"], original[trained])
+    # The fine-tuned levels serve end to end: keyfer eval through the whole network agrees.
+    report = _eval(out / "checkpoint.pt", tmp_path, "upper")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert report["n"] == metrics["n"]
+    assert report["accuracy"] == pytest.approx(metrics["accuracy"], abs=1.5 / metrics["n"])
+    below = CliRunner().invoke(
+        main, _train_args(config, tmp_path / "below", [*sets, "model.appearance_taps=[level4]"])
+    )
+    assert below.exit_code == 1 and "use train.engine=images" in below.output
+
+
 def test_image_engine_fine_tunes_the_appearance_branch_after_a_frozen_epoch(tmp_path):
     config = _tiny_config(tmp_path)
     out = tmp_path / "run"

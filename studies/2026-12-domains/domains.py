@@ -16,6 +16,13 @@ and dlib appearance branch; heads trained on cached features), changed only as i
   (augmented crops, ``DOMAIN_AUGMENT`` on top of the default augmentation), the head started
   from ``all-gray3-natural``'s, the head at 3e-4 and the ResNet at 1e-4, batches of 128.
 
+- ``upper-natural-ferplus2``: ``all-gray3-natural-ferplus2`` (keyfer-multidomain) with dlib's
+  upper levels (level2, level1, level0) fine-tuned on cached level3 maps (the cached engine with
+  ``finetune_appearance``: no pixel augmentation), the head started from that run's, the head
+  at 3e-4 and the levels at 1e-4, batches of 128;
+- ``head-natural-ferplus2``: its control, the same run with dlib frozen (the head alone trained
+  on, with the same start, schedule and batches).
+
 ``shipped NAME`` scores a shipped FERPlus-only model (``keyfer-ferplus``) the same way, for the
 baseline rows.
 
@@ -77,6 +84,14 @@ def experiment_dict(name: str, epochs: int | None) -> dict:
             lr=3e-4,
             batch_size=128,
             images={"augment": dict(DOMAIN_AUGMENT), "appearance_lr": 1e-4, "num_workers": 1},
+        )
+    if name.startswith(("upper-", "head-")):
+        config["model"]["finetune_appearance"] = name.startswith("upper-")
+        config["train"].update(
+            init_from=str(RUNS / "all-gray3-natural-ferplus2" / "checkpoint.pt"),
+            lr=3e-4,
+            batch_size=128,
+            images={"appearance_lr": 1e-4},
         )
     if epochs is not None:
         config["train"]["epochs"] = epochs

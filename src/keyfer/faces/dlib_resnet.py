@@ -168,9 +168,25 @@ class DlibResNet(nn.Module):
         x = (chips.float() - self.mean) / INPUT_SCALE
         x = F.max_pool2d(F.relu(self.stem_affine(self.stem_conv(x))), 3, 2)
         features = {"stem": x} if "stem" in wanted else {}
-        for level in LEVELS:
+        return self.levels_after("stem", x, wanted, features)
+
+    def levels_after(
+        self,
+        tap: str,
+        x: torch.Tensor,
+        taps: Iterable[str] = (),
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> DlibResNetOutput:
+        """Run the levels after tap ``tap`` on its map ``x`` (B, C, size, size) (e.g. a cached
+        level3 map, to train the levels above it); ``taps`` as in :meth:`forward`, added to
+        ``features``."""
+        names = list(TAPS)
+        if tap not in names:
+            raise ValueError(f"unknown tap {tap!r}; choose from {names}")
+        features = {} if features is None else features
+        for level in LEVELS[names.index(tap) :]:  # TAPS: the stem, then each level
             x = getattr(self, level.name)(x)
-            if level.name in wanted:
+            if level.name in taps:
                 features[level.name] = x
         return DlibResNetOutput(self.fc(x.mean(dim=(2, 3))), features)
 

@@ -33,7 +33,9 @@ class ModelConfig:
     ``appearance`` none, ``global`` (its pooled 256-d feature), ``keypoints`` (its Keypoint
     Features from ``appearance_taps``, joined to each FaceMesh token) or ``both``;
     ``appearance_global`` join (beside FaceMesh's global feature) or replace (instead of it);
-    ``finetune_appearance`` trains the branch too (at ``train.images.appearance_lr``).
+    ``finetune_appearance`` trains the branch too (at ``train.images.appearance_lr``): all of it
+    in the image engine, its levels after level3 in the cached engine
+    (:mod:`keyfer.train.upper_levels`).
     """
 
     keypoints: str | list[int] = "ibug68"

@@ -10,11 +10,13 @@ loss restricted to its source's classes (:mod:`keyfer.train.losses`), in the ord
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from keyfer.errors import KeyferError
 from keyfer.nkf.config import ModelConfig
@@ -164,7 +166,9 @@ class CachedTrainer(Trainer):
 
     ``source_weights``: each source's weight in the sampler's draws
     (:func:`~keyfer.train.sampler.draw_weights`); ``source_classes``: (S, n_classes) bool, the
-    classes of each source, to which the loss of its rows is restricted (None: all classes)."""
+    classes of each source, to which the loss of its rows is restricted (None: all classes).
+    A subclass that trains more than the head overrides :meth:`networks` and :meth:`view_logits`
+    (:class:`keyfer.train.upper_levels.UpperLevelTrainer`)."""
 
     def __init__(
         self,
@@ -177,10 +181,13 @@ class CachedTrainer(Trainer):
     ) -> None:
         torch.manual_seed(train.seed)
         device = device or torch.device("cpu")
+        self.config = model
         self.head = build_head(model)
         if train.init_from:
             init_head(self.head, train.init_from, train.init_classifier)
-        self.head.to(device)
+        parts, groups = self.networks(train)
+        module = nn.ModuleDict(parts) if len(parts) > 1 else self.head
+        module.to(device)
         compile_modules(train, device, self.head)
         self.data = data
         self.source_classes = source_classes
@@ -189,12 +196,31 @@ class CachedTrainer(Trainer):
             data.source_index(), data.labels, source_weights, train.balanced_sampler
         )
         sampler = GlobalBatchSampler(len(data), train.batch_size, generator, weights=weights)
-        groups = [{"params": self.head.parameters(), "lr": train.lr}]
-        super().__init__(train, device, self.head, {"head": self.head}, groups, sampler, generator)
+        super().__init__(train, device, module, parts, groups, sampler, generator)
+
+    def networks(self, train: TrainConfig) -> tuple[dict[str, nn.Module], list[dict[str, Any]]]:
+        """The modules a checkpoint holds, by name, and the optimizer's parameter groups: the
+        head at ``train.lr``."""
+        return {"head": self.head}, [{"params": self.head.parameters(), "lr": train.lr}]
 
     def batches(self) -> Iterator[Batch]:
         """The (B,) cache rows of each of this process's shards."""
         return ((torch.tensor(rows),) for rows in self.sampler)
+
+    def view_logits(
+        self, index: torch.Tensor, view: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``logits_for(moved)`` of :func:`nkf_loss` for cache rows ``index`` at (B,) ``view``
+        (0 crop, 1 mirror)."""
+
+        def logits_for(moved: torch.Tensor) -> torch.Tensor:
+            slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
+            tokens, global_feature = self.data.head_input(
+                self.config, index, slot, view, self.device
+            )
+            return self.head(tokens, global_feature).logits.float()
+
+        return logits_for
 
     def loss(self, batch: Batch, shard: Shard) -> torch.Tensor:
         """:func:`nkf_loss` on cache rows ``batch``: each row's crop or (when ``train.mirror``,
@@ -203,21 +229,19 @@ class CachedTrainer(Trainer):
         view = torch.zeros(len(index), dtype=torch.long)
         if self.train_config.mirror:
             view = (shard.rand(self.generator) < 0.5).long()
-
-        def logits_for(moved: torch.Tensor) -> torch.Tensor:
-            slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
-            tokens, global_feature = self.data.head_input(
-                self.head.config, index, slot, view, self.device
-            )
-            return self.head(tokens, global_feature).logits.float()
-
         labels = self.data.labels[index].to(self.device)
         targets = self.data.targets[index].to(self.device)
         allowed = None
         if self.source_classes is not None:
             allowed = self.source_classes[self.data.source_index()[index]].to(self.device)
         return nkf_loss(
-            self.train_config, logits_for, labels, targets, self.generator, shard, allowed
+            self.train_config,
+            self.view_logits(index, view),
+            labels,
+            targets,
+            self.generator,
+            shard,
+            allowed,
         )
 
 

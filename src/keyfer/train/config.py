@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImagesConfig:
-    """The image engine's settings (``train.images``; the cached engine has none of its own).
+    """The image engine's settings (``train.images``; the cached engine reads only
+    ``appearance_lr``, when it fine-tunes dlib's upper levels).
 
     ``augment``: the augmentation of the training crops, a mapping of overrides of
     :class:`keyfer.data.augment.AugmentConfig`'s fields (e.g. ``{rotation: 15, erase_prob: 0.5}``;
@@ -109,10 +110,12 @@ class TrainConfig:
     perturbed predictions); ``sigma`` is in IOD units.
 
     ``engine``: ``cached`` trains the head on Keypoint-Feature caches (frozen FaceMesh, minutes on
-    a CPU); ``images`` trains on augmented images, FaceMesh included when the model config says
-    ``finetune_alignment``. Both train with AdamW and a one-cycle schedule peaking at ``lr``
-    (:mod:`keyfer.train.loop`). ``init_from`` starts from a checkpoint's head (e.g. one trained
-    on caches, or on AffectNet-8 for RAF-DB or FERPlus), in either engine;
+    a CPU; with ``model.finetune_appearance`` also dlib's levels after level3, on cached level3
+    maps: :mod:`keyfer.train.upper_levels`); ``images`` trains on augmented images, FaceMesh
+    included when the model config says ``finetune_alignment``. Both train with AdamW and a
+    one-cycle schedule peaking at ``lr`` (:mod:`keyfer.train.loop`). ``init_from`` starts from a
+    checkpoint's head (e.g. one trained on caches, or on AffectNet-8 for RAF-DB or FERPlus), in
+    either engine;
     ``init_classifier: false`` keeps the output layer out of it, so the classifier starts anew on
     the loaded body (a new head for a new dataset). ``balanced_sampler`` draws every class
     equally often (both engines; with several sources, each source's classes equally often within

@@ -4,8 +4,10 @@ An experiment trains on one or more sources (:mod:`keyfer.train.sources`). With 
 alignment network the head trains on Keypoint-Feature caches, one per source and split (named
 by dataset, split, train subset and faces mode, keypoint set, perturbation sigma and pre-crop
 margin, under ``cache_dir``); the image engine reads its faces from prepared-crop caches under
-``cache_dir/crops``. Every epoch scores each source's eval split (:mod:`keyfer.train.validation`).
-Under torchrun every process runs the same code (:mod:`keyfer.train.distributed`).
+``cache_dir/crops``. Fine-tuning dlib's upper levels in the cached engine adds a level-3 cache
+beside each Keypoint-Feature cache (:mod:`keyfer.train.upper_levels`). Every epoch scores each
+source's eval split (:mod:`keyfer.train.validation`). Under torchrun every process runs the same
+code (:mod:`keyfer.train.distributed`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ from keyfer.train.config import Experiment
 from keyfer.train.crops import CropCache, crop_cache
 from keyfer.train.distributed import barrier, builders_first, is_main_process, process_group
 from keyfer.train.images import ImageTrainer, SourceCrops, crop_logits
+from keyfer.train.level3_cache import Level3Cache, build_level3_cache, level3_cache_root
 from keyfer.train.sampler import drawn_counts
 from keyfer.train.sources import SourceData, experiment_sources, source_classes
+from keyfer.train.upper_levels import (
+    Level3Data,
+    UpperLevelTrainer,
+    check_upper_level_taps,
+    facemesh_rows,
+    upper_level_logits,
+)
 from keyfer.train.validation import ValidRows, accuracies_text
 
 log = logging.getLogger(__name__)
@@ -115,6 +125,21 @@ def crops_for(
     )
 
 
+def level3_caches(
+    experiment: Experiment, data: SourceData, split: str
+) -> tuple[KFCache, Level3Cache]:
+    """The Keypoint-Feature cache of source ``data``'s ``split`` and the level-3 cache beside it,
+    built on first use (the level-3 cache from the split's prepared crops)."""
+    samples = data.train if split == data.source.split else data.valid
+    kf_cache = cache_for(experiment, data, split, samples)
+    root = level3_cache_root(kf_cache)
+    if (root / "meta.json").is_file():
+        return kf_cache, Level3Cache.open(root)
+    crops = crops_for(experiment, data, split, samples)
+    log.info("building the level-3 cache %s (once)", root)
+    return kf_cache, build_level3_cache(kf_cache, crops, root)
+
+
 @contextmanager
 def _run_log(path: Path) -> Iterator[None]:
     """The run's log file, written by rank 0; the other processes log warnings only."""
@@ -179,6 +204,40 @@ class _CachedRun:
         """The logits when every eval landmark is perturbed by N(0, (sigma IOD)^2) (the cache's
         perturbed view): the robustness that KF regularization is for."""
         return head_logits(self.trainer.head, self.valid, perturbed=True)
+
+
+class _UpperLevelRun:
+    """The cached engine fine-tuning dlib's upper levels, behind the common run interface: a
+    Keypoint-Feature cache and a level-3 cache per source and split, their rows concatenated."""
+
+    def __init__(
+        self, experiment: Experiment, sources: list[SourceData], device: torch.device
+    ) -> None:
+        check_upper_level_taps(experiment.model)
+        with builders_first():
+            train = [level3_caches(experiment, d, str(d.source.split)) for d in sources]
+            valid = [level3_caches(experiment, d, str(d.source.eval_split)) for d in sources]
+        model = experiment.model
+        train_rows = facemesh_rows([kf for kf, _ in train], model)
+        self.valid = facemesh_rows([kf for kf, _ in valid], model)
+        self.valid_maps = Level3Data.load_sources(valid, model)
+        self.trainer = UpperLevelTrainer(
+            experiment,
+            train_rows,
+            Level3Data.load_sources(train, model),
+            device,
+            [data.source.weight for data in sources],
+            source_classes(sources),
+        )
+        self.train_rows = (train_rows.source_index(), train_rows.labels)
+        self.valid_rows = (self.valid.source_index(), self.valid.labels)
+
+    def valid_logits(self, mirror_tta: bool = False) -> torch.Tensor:
+        return upper_level_logits(self.trainer, self.valid, self.valid_maps, mirror_tta)
+
+    def perturbed_logits(self) -> torch.Tensor | None:
+        """The logits at the caches' perturbed landmarks (see :class:`_CachedRun`)."""
+        return upper_level_logits(self.trainer, self.valid, self.valid_maps, perturbed=True)
 
 
 class _ImageRun:
@@ -268,17 +327,17 @@ def train_experiment(
     Under torchrun every process calls this: each trains on its shard of every global batch, the
     losses and eval logits are gathered, so all return the same metrics, and rank 0 alone writes
     ``out_dir``. A CUDA ``device`` becomes each process's ``cuda:LOCAL_RANK``."""
-    if experiment.model.finetune_appearance and experiment.train.engine != "images":
-        raise KeyferError("fine-tuning the appearance branch needs train.engine=images")
     if experiment.model.finetune_alignment and experiment.train.engine != "images":
         raise KeyferError("fine-tuning the alignment network needs train.engine=images")
     out_dir.mkdir(parents=True, exist_ok=True)
     with process_group(device or torch.device("cpu")) as device, _run_log(out_dir / "train.log"):
         log.info("config %s", json.dumps(experiment.to_dict()))
         sources = experiment_sources(experiment)
-        run: _CachedRun | _ImageRun
+        run: _CachedRun | _UpperLevelRun | _ImageRun
         if experiment.train.engine == "images":
             run = _ImageRun(experiment, sources, device)
+        elif experiment.model.finetune_appearance:
+            run = _UpperLevelRun(experiment, sources, device)
         else:
             run = _CachedRun(experiment, sources, device)
         trainer = run.trainer
