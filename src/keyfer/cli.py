@@ -516,7 +516,7 @@ def _eval_sources(model_name: str) -> list[tuple[str, str, Path, str, str | None
     from keyfer.train.checkpoint import load_checkpoint
 
     if model_name in list_models():
-        datasets = dict.fromkeys(dataset for dataset, _ in get_record(model_name).trained_on)
+        datasets = get_record(model_name).trained_datasets
         return [(d, d, Path(d), training_splits(d)[1], None) for d in datasets]
     if not Path(model_name).is_file():
         raise click.UsageError(
@@ -613,7 +613,7 @@ def models() -> None:
             for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
             if key in valid
         )
-        datasets = list(dict.fromkeys(dataset for dataset, _ in record.trained_on))
+        datasets = record.trained_datasets
         trained = f"trained on {', '.join(datasets)}; " if len(datasets) > 1 else ""
         click.echo(
             f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {len(record.classes)} "

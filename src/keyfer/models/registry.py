@@ -59,6 +59,11 @@ class ModelRecord:
     ``appearance`` (dlib's ResNet) or ``facemesh``."""
 
     @property
+    def trained_datasets(self) -> list[str]:
+        """The datasets of :attr:`trained_on`, each once, in order."""
+        return list(dict.fromkeys(dataset for dataset, _ in self.trained_on))
+
+    @property
     def weights_path(self) -> Path:
         return MODELS_DIR / self.weights
 

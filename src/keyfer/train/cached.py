@@ -181,7 +181,6 @@ class CachedTrainer(Trainer):
     ) -> None:
         torch.manual_seed(train.seed)
         device = device or torch.device("cpu")
-        self.config = model
         self.head = build_head(model)
         if train.init_from:
             init_head(self.head, train.init_from, train.init_classifier)
@@ -216,7 +215,7 @@ class CachedTrainer(Trainer):
         def logits_for(moved: torch.Tensor) -> torch.Tensor:
             slot = view + 2 * moved.long()  # cache views: clean, mirror, then their perturbed
             tokens, global_feature = self.data.head_input(
-                self.config, index, slot, view, self.device
+                self.head.config, index, slot, view, self.device
             )
             return self.head(tokens, global_feature).logits.float()
 

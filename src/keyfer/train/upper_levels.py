@@ -133,7 +133,6 @@ class UpperLevelTrainer(CachedTrainer):
     ) -> None:
         check_upper_level_taps(experiment.model)
         self.maps = maps
-        self.appearance_lr = experiment.train.images.appearance_lr
         super().__init__(
             experiment.model, experiment.train, rows, device, source_weights, source_classes
         )
@@ -141,7 +140,7 @@ class UpperLevelTrainer(CachedTrainer):
     def networks(self, train: TrainConfig) -> tuple[dict[str, nn.Module], list[dict[str, Any]]]:
         """The head at ``train.lr`` and the appearance branch, of which only the levels after
         the cached one train."""
-        self.branch = AppearanceBranch(self.config.appearance_taps, frozen=False)
+        self.branch = AppearanceBranch(self.head.config.appearance_taps, frozen=False)
         upper = [getattr(self.branch.network, name) for name in TRAINED_LEVELS]
         self.branch.requires_grad_(False)
         for level in upper:
@@ -150,7 +149,7 @@ class UpperLevelTrainer(CachedTrainer):
             {"params": self.head.parameters(), "lr": train.lr},
             {
                 "params": [p for level in upper for p in level.parameters()],
-                "lr": self.appearance_lr,
+                "lr": train.images.appearance_lr,
             },
         ]
         return {"head": self.head, "appearance": self.branch}, groups
@@ -163,7 +162,7 @@ class UpperLevelTrainer(CachedTrainer):
 
         def logits_for(moved: torch.Tensor) -> torch.Tensor:
             return appearance_logits(
-                self.config,
+                self.head.config,
                 self.head,
                 self.branch.taps,
                 out,
@@ -195,7 +194,15 @@ def upper_level_logits(
         level3 = maps.level3[index, view].to(trainer.device).float()
         out = upper_level_taps(trainer.branch, level3)
         return appearance_logits(
-            trainer.config, trainer.head, trainer.branch.taps, out, rows, maps, index, views, moved
+            trainer.head.config,
+            trainer.head,
+            trainer.branch.taps,
+            out,
+            rows,
+            maps,
+            index,
+            views,
+            moved,
         )
 
     outs = []
